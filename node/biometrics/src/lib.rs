@@ -1,0 +1,21 @@
+//! Biometric matching for quorumid nodes: face embeddings and fingerprint minutiae.
+//!
+//! # Layout
+//!
+//! - [`fingerprint`]: strict parser (and writer) for ISO/IEC 19794-2:2005 minutiae records.
+//! - [`mcc`]: Minutia Cylinder-Code templates and their 1:1 comparison.
+//! - [`fusion`]: identity-level scores from several fingers.
+//! - [`fvc`]: FVC protocol evaluation over a directory of records.
+//! - [`eval`]: EER, FNMR at a given FMR, thresholds for named FMR targets.
+//! - [`face`]: model-tagged face embeddings and their int8 templates.
+//! - [`gallery`]: exact 1:N search over int8 face templates, for enrollment de-dup.
+//! - [`calibration`]: thresholds and error rates from a labelled set of embeddings.
+
+pub mod calibration;
+pub mod eval;
+pub mod face;
+pub mod fingerprint;
+pub mod fusion;
+pub mod fvc;
+pub mod gallery;
+pub mod mcc;

@@ -1,0 +1,207 @@
+//! `quorumid-node dev`: a local multi-province cluster on loopback, for trying quorumid out.
+//!
+//! Each node is a child process (`quorumid-node serve --config ...`) with its own data
+//! directory, so a node can be killed (`kill -9 PID`) and restarted like a real one. The
+//! first three nodes are voters; any further node joins as a learner. Data and generated
+//! keys stay in the directory between runs; `--fresh` starts over. Ctrl-C stops every node.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use quorumid_proto::v1 as pb;
+use tokio::process::{Child, Command};
+
+use crate::admin;
+use crate::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
+
+const PROVINCES: [&str; 9] = ["ON", "QC", "BC", "AB", "MB", "SK", "NS", "NB", "NL"];
+const VOTERS: usize = 3;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevOptions {
+    /// How many nodes (one province each). The first three vote; the others are learners.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// Where the nodes keep their data, configuration and logs.
+    #[arg(long, default_value = ".quorumid-dev")]
+    pub dir: PathBuf,
+    /// Node N listens on BASE+N (API) and BASE+100+N (Raft), on 127.0.0.1.
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    /// Delete the directory's previous cluster first.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+struct DevNode {
+    config: NodeConfig,
+    config_path: PathBuf,
+    child: Child,
+}
+
+fn member(options: &DevOptions, id: u64) -> MemberConfig {
+    let api = options.base_port + id as u16;
+    let raft = options.base_port + 100 + id as u16;
+    MemberConfig {
+        node_id: id,
+        province: PROVINCES[(id - 1) as usize].to_string(),
+        api_addr: format!("http://127.0.0.1:{api}"),
+        raft_addr: format!("http://127.0.0.1:{raft}"),
+    }
+}
+
+/// The cluster keys of this dev directory: generated once, kept in `keys.toml`.
+fn dev_keys(dir: &Path) -> anyhow::Result<KeysConfig> {
+    let path = dir.join("keys.toml");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    let keys = KeysConfig {
+        document_key: Some(hex::encode(rand::random::<[u8; 32]>())),
+        pseudonym_key: Some(hex::encode(rand::random::<[u8; 32]>())),
+    };
+    std::fs::write(&path, toml::to_string(&keys)?)?;
+    Ok(keys)
+}
+
+fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
+    let voters: Vec<MemberConfig> = (1..=options.nodes.min(VOTERS as u64))
+        .map(|id| member(options, id))
+        .collect();
+    (1..=options.nodes)
+        .map(|id| {
+            let m = member(options, id);
+            NodeConfig {
+                node_id: id,
+                province: m.province.clone(),
+                data_dir: options.dir.join(format!("node-{id}")),
+                api_listen: m.api_addr.trim_start_matches("http://").parse().expect("loopback"),
+                raft_listen: m.raft_addr.trim_start_matches("http://").parse().expect("loopback"),
+                api_addr: m.api_addr,
+                raft_addr: m.raft_addr,
+                bootstrap: id == 1,
+                initial_members: if id == 1 { voters.clone() } else { Vec::new() },
+                keys: keys.clone(),
+                raft: RaftSettings::default(),
+                reads: ReadConfig::default(),
+            }
+        })
+        .collect()
+}
+
+fn spawn(config: NodeConfig, config_path: PathBuf) -> anyhow::Result<DevNode> {
+    let log = std::fs::File::create(config.data_dir.join("node.log"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a node process")?;
+    Ok(DevNode {
+        config,
+        config_path,
+        child,
+    })
+}
+
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    if options.fresh && options.dir.exists() {
+        std::fs::remove_dir_all(&options.dir)
+            .with_context(|| format!("removing {}", options.dir.display()))?;
+    }
+    std::fs::create_dir_all(&options.dir)?;
+    let keys = dev_keys(&options.dir)?;
+    eprintln!(
+        "WARNING: dev mode. Plaintext gRPC on loopback; cluster keys are kept in {}.",
+        options.dir.join("keys.toml").display()
+    );
+
+    let mut nodes = Vec::new();
+    for config in configs(&options, &keys) {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let path = config.data_dir.join("node.toml");
+        std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+        nodes.push(spawn(config, path)?);
+    }
+
+    let first = nodes[0].config.api_addr.clone();
+    let leader = wait_for_leader(&first).await?;
+    // Nodes beyond the voters join as learners (a node that already joined keeps its place).
+    for node in nodes.iter().skip(VOTERS) {
+        let c = &node.config;
+        let mut cluster = admin::cluster_client(&leader.leader_api_addr).await?;
+        cluster
+            .add_learner(pb::AddLearnerRequest {
+                node_id: c.node_id,
+                province: c.province.clone(),
+                api_addr: c.api_addr.clone(),
+                raft_addr: c.raft_addr.clone(),
+                wait_caught_up: false,
+            })
+            .await
+            .with_context(|| format!("adding node {} as a learner", c.node_id))?;
+    }
+
+    println!("quorumid dev cluster: {} nodes, data in {}", nodes.len(), options.dir.display());
+    println!("{:<6} {:<9} {:<24} {:<8} log", "node", "province", "api", "pid");
+    for n in &nodes {
+        let c = &n.config;
+        println!(
+            "{:<6} {:<9} {:<24} {:<8} {}",
+            c.node_id,
+            c.province,
+            c.api_addr,
+            n.child.id().map_or("-".into(), |p| p.to_string()),
+            c.data_dir.join("node.log").display()
+        );
+    }
+    println!("\nleader: node {} ({})", leader.node_id, leader.leader_api_addr);
+    println!("Try, in another terminal (README.md has the walk-through):");
+    println!("  quorumid-node admin --node {first} status");
+    println!(
+        "  quorumid-node admin --node {first} enroll --province ON --document P1234567"
+    );
+    println!("Restart a killed node with: quorumid-node serve --config {}", nodes[0].config_path.display());
+    println!("Ctrl-C stops the cluster.");
+
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping {} nodes...", nodes.len());
+    for node in &mut nodes {
+        if let Some(pid) = node.child.id() {
+            // SIGTERM: each node shuts down cleanly.
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+    for node in &mut nodes {
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await.is_err() {
+            let _ = node.child.kill().await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `addr` until the cluster has a leader, and returns that node's status.
+async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut cluster) = admin::cluster_client(addr).await
+            && let Ok(status) = cluster.status(pb::StatusRequest {}).await
+        {
+            let status = status.into_inner();
+            if let Some(leader) = status.leader_id {
+                let mut leader_client = admin::cluster_client(&status.leader_api_addr).await?;
+                let mut s = leader_client.status(pb::StatusRequest {}).await?.into_inner();
+                s.node_id = leader;
+                return Ok(s);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no leader was elected within 30 s; see the node logs");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

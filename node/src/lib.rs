@@ -1,0 +1,25 @@
+//! quorumid-node: a province node of the quorumid federated identity registry.
+//!
+//! # Layout
+//!
+//! - [`registry`]: the domain (identities, status rules, keyed hashes) and its deterministic
+//!   `apply`. No I/O, no clock.
+//! - [`raft`]: openraft wired to RocksDB (log store, state machine, snapshots) and to gRPC
+//!   (outgoing network, incoming Raft service).
+//! - [`writes`]: the write path: any node accepts a write, the leader completes and proposes it.
+//! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
+//! - [`api`]: the public gRPC services (Registry, Verifier, Cluster, health, reflection).
+//! - [`node`]: starts and stops all of the above as one node.
+//! - [`config`]: the node's TOML configuration and environment overrides.
+//! - [`dev`]: `quorumid-node dev`, a local multi-province cluster of child processes.
+//! - [`admin`]: the small operator CLI (`quorumid-node admin ...`) for the walk-through.
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod dev;
+pub mod node;
+pub mod raft;
+pub mod reads;
+pub mod registry;
+pub mod writes;

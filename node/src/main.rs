@@ -1,0 +1,66 @@
+//! The `quorumid-node` program: `serve` one node, run a local `dev` cluster, or `admin` it.
+
+use clap::{Parser, Subcommand};
+use quorumid_node::{admin, config::NodeConfig, dev, node::Node};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "quorumid-node", version, about = "A province node of the quorumid identity registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node from a configuration file (see `config.rs` for the format).
+    Serve {
+        #[arg(long, env = "QUORUMID_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// Run a local multi-province cluster on loopback (child processes), until Ctrl-C.
+    Dev(dev::DevOptions),
+    /// Operator commands against a running cluster.
+    Admin(admin::AdminOptions),
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("QUORUMID_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&config)?;
+    let node = Node::start(config).await?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_logging();
+            serve(config).await
+        }
+        Command::Dev(options) => {
+            init_logging();
+            dev::run(options).await
+        }
+        Command::Admin(options) => admin::run(options).await,
+    }
+}

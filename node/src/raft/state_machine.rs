@@ -1,0 +1,622 @@
+//! openraft's state machine on RocksDB: applies committed entries to the registry state,
+//! builds and installs snapshots, and keeps a digest of the whole state.
+//!
+//! - `apply` runs the registry's pure `apply` for each entry over a staged view (database
+//!   plus the batch's own pending writes), then commits the batch's changes, its applied log
+//!   id, membership and digest in one `WriteBatch` (DESIGN.md 5).
+//! - The digest is a multiset hash: the lane-wise sum of SHA-256(column, key, value) over every
+//!   state record, updated as records change. Replicas at the same applied index show the same
+//!   digest; a snapshot carries it and is refused on install if its records do not add up.
+//! - A snapshot is a consistent RocksDB snapshot of the state column families, encoded into
+//!   one file that is written atomically (temporary file, fsync, rename, fsync directory).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::codec::{decode, encode};
+use super::store::{Cf, Store, synced};
+use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::registry::{
+    self, Change, DocumentKey, Identity, IdentityId, KeyId, Outcome, RegistryState,
+    RequestRecord, Response, StateError, Template,
+};
+
+const APPLIED: &[u8] = b"applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const DIGEST: &[u8] = b"digest";
+const DOCUMENT_KEY_ID: &[u8] = b"document_key_id";
+const SNAPSHOT_FORMAT: u32 = 1;
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+fn snapshot_err(meta: Option<&SnapshotMeta>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
+}
+
+/// Multiset hash of the registry state (see the module comment).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDigest([u64; 4]);
+
+impl StateDigest {
+    fn item(cf: Cf, key: &[u8], value: &[u8]) -> [u64; 4] {
+        let mut hasher = Sha256::new();
+        hasher.update([cf.tag()]);
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key);
+        hasher.update(value);
+        let hash = hasher.finalize();
+        let mut lanes = [0u64; 4];
+        for (lane, chunk) in lanes.iter_mut().zip(hash.chunks_exact(8)) {
+            *lane = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+        }
+        lanes
+    }
+
+    fn add(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        for (lane, x) in self.0.iter_mut().zip(Self::item(cf, key, value)) {
+            *lane = lane.wrapping_add(x);
+        }
+    }
+
+    fn remove(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        for (lane, x) in self.0.iter_mut().zip(Self::item(cf, key, value)) {
+            *lane = lane.wrapping_sub(x);
+        }
+    }
+}
+
+impl fmt::Display for StateDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for lane in self.0 {
+            write!(f, "{lane:016x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for StateDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateDigest({self})")
+    }
+}
+
+fn request_time_key(at_unix_ms: u64, request_id: &str) -> Vec<u8> {
+    let mut key = at_unix_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(request_id.as_bytes());
+    key
+}
+
+fn parse_request_time_key(key: &[u8]) -> Option<(u64, String)> {
+    let (time, id) = key.split_at_checked(8)?;
+    let time = u64::from_be_bytes(time.try_into().ok()?);
+    Some((time, String::from_utf8(id.to_vec()).ok()?))
+}
+
+fn state_err(e: impl fmt::Display) -> StateError {
+    StateError(e.to_string())
+}
+
+/// Read-only access to the applied registry state, for the API.
+#[derive(Clone)]
+pub struct StateReader {
+    store: Arc<Store>,
+}
+
+impl StateReader {
+    pub fn new(store: Arc<Store>) -> StateReader {
+        StateReader { store }
+    }
+
+    pub fn identity(&self, id: &IdentityId) -> Result<Option<Identity>, StateError> {
+        read_record(&self.store, Cf::Identities, id.as_str().as_bytes(), "identity")
+    }
+
+    pub fn templates(&self, id: &IdentityId) -> Result<Vec<Template>, StateError> {
+        Ok(
+            read_record(&self.store, Cf::Templates, id.as_str().as_bytes(), "templates")?
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The state digest and the applied log id it belongs to, read atomically.
+    pub fn digest(&self) -> Result<(Option<LogId>, StateDigest), StateError> {
+        let snapshot = self.store.db().snapshot();
+        let cf = self.store.cf(Cf::SmMeta);
+        let applied = match snapshot.get_cf(cf, APPLIED).map_err(state_err)? {
+            Some(b) => decode("applied log id", &b).map_err(state_err)?,
+            None => None,
+        };
+        let digest = match snapshot.get_cf(cf, DIGEST).map_err(state_err)? {
+            Some(b) => decode("state digest", &b).map_err(state_err)?,
+            None => StateDigest::default(),
+        };
+        Ok((applied, digest))
+    }
+}
+
+fn read_record<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    cf: Cf,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, StateError> {
+    match store.get(cf, key).map_err(state_err)? {
+        None => Ok(None),
+        Some(bytes) => decode(what, &bytes).map(Some).map_err(state_err),
+    }
+}
+
+/// One apply batch: the database seen through the batch's own pending writes.
+struct Staged<'a> {
+    store: &'a Store,
+    pending: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    batch: WriteBatch,
+    digest: StateDigest,
+}
+
+impl<'a> Staged<'a> {
+    fn new(store: &'a Store, digest: StateDigest) -> Staged<'a> {
+        Staged {
+            store,
+            pending: BTreeMap::new(),
+            batch: WriteBatch::default(),
+            digest,
+        }
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(value) = self.pending.get(&(cf, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        self.store.get(cf, key).map_err(state_err)
+    }
+
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StateError> {
+        match self.get(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(what, &bytes).map(Some).map_err(state_err),
+        }
+    }
+
+    fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        if let Some(old) = self.get(cf, &key)? {
+            self.digest.remove(cf, &key, &old);
+        }
+        self.digest.add(cf, &key, &value);
+        self.batch.put_cf(self.store.cf(cf), &key, &value);
+        self.pending.insert((cf, key), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, cf: Cf, key: Vec<u8>) -> Result<(), StateError> {
+        if let Some(old) = self.get(cf, &key)? {
+            self.digest.remove(cf, &key, &old);
+            self.batch.delete_cf(self.store.cf(cf), &key);
+            self.pending.insert((cf, key), None);
+        }
+        Ok(())
+    }
+
+    fn stage(&mut self, change: Change) -> Result<(), StateError> {
+        match change {
+            Change::PutIdentity(identity) => {
+                let key = identity.id.as_str().as_bytes().to_vec();
+                self.put(Cf::Identities, key, encode(&identity))
+            }
+            Change::PutTemplates(id, templates) => {
+                self.put(Cf::Templates, id.as_str().as_bytes().to_vec(), encode(&templates))
+            }
+            Change::PutDocument(document, id) => {
+                self.put(Cf::Documents, document.0.to_vec(), encode(&id))
+            }
+            Change::PutRequest(record) => {
+                let time_key = request_time_key(record.at_unix_ms, &record.request_id);
+                self.put(Cf::RequestTimes, time_key, Vec::new())?;
+                self.put(Cf::Requests, record.request_id.as_bytes().to_vec(), encode(&record))
+            }
+            Change::ForgetRequest {
+                request_id,
+                at_unix_ms,
+            } => {
+                self.delete(Cf::RequestTimes, request_time_key(at_unix_ms, &request_id))?;
+                self.delete(Cf::Requests, request_id.into_bytes())
+            }
+            Change::SetDocumentKeyId(key_id) => {
+                self.put(Cf::Registry, DOCUMENT_KEY_ID.to_vec(), key_id.to_vec())
+            }
+        }
+    }
+}
+
+impl RegistryState for Staged<'_> {
+    fn identity(&self, id: &IdentityId) -> Result<Option<Identity>, StateError> {
+        self.record(Cf::Identities, id.as_str().as_bytes(), "identity")
+    }
+
+    fn identity_by_document(&self, key: &DocumentKey) -> Result<Option<IdentityId>, StateError> {
+        self.record(Cf::Documents, &key.0, "document index entry")
+    }
+
+    fn request(&self, request_id: &str) -> Result<Option<RequestRecord>, StateError> {
+        self.record(Cf::Requests, request_id.as_bytes(), "request record")
+    }
+
+    fn requests_before(
+        &self,
+        before_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StateError> {
+        let end = before_unix_ms.to_be_bytes();
+        let mut keys = Vec::new();
+        // Live keys in the database, skipping those the batch deleted.
+        let db = self.store.db();
+        for item in db.iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start) {
+            let (key, _) = item.map_err(state_err)?;
+            if key.as_ref() >= end.as_slice() || keys.len() >= limit {
+                break;
+            }
+            if !matches!(self.pending.get(&(Cf::RequestTimes, key.to_vec())), Some(None)) {
+                keys.push(key.to_vec());
+            }
+        }
+        // Keys the batch itself added.
+        let pending = self
+            .pending
+            .range((Cf::RequestTimes, Vec::new())..(Cf::RequestTimes, end.to_vec()))
+            .filter(|(_, value)| value.is_some())
+            .map(|((_, key), _)| key.clone());
+        keys.extend(pending);
+        keys.sort();
+        keys.dedup();
+        keys.truncate(limit);
+        keys.iter()
+            .map(|k| {
+                parse_request_time_key(k).ok_or_else(|| StateError("malformed request time key".into()))
+            })
+            .collect()
+    }
+
+    fn document_key_id(&self) -> Result<Option<KeyId>, StateError> {
+        match self.get(Cf::Registry, DOCUMENT_KEY_ID)? {
+            None => Ok(None),
+            Some(bytes) => bytes
+                .try_into()
+                .map(Some)
+                .map_err(|_| StateError("malformed document key id".into())),
+        }
+    }
+}
+
+/// What a snapshot file holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    format: u32,
+    meta: SnapshotMeta,
+    digest: StateDigest,
+    /// (column family tag, key, value) for every state record.
+    records: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+impl SnapshotFile {
+    fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotError> {
+        let file: SnapshotFile = decode("snapshot", bytes)?;
+        if file.format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::Format(file.format));
+        }
+        let mut digest = StateDigest::default();
+        for (tag, key, value) in &file.records {
+            let cf = Cf::from_tag(*tag)
+                .filter(|cf| Cf::STATE.contains(cf))
+                .ok_or(SnapshotError::Column(*tag))?;
+            digest.add(cf, key, value);
+        }
+        if digest != file.digest {
+            return Err(SnapshotError::Digest);
+        }
+        Ok(file)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Decode(#[from] super::codec::DecodeError),
+    #[error("snapshot format {0} is not supported (expected {SNAPSHOT_FORMAT})")]
+    Format(u32),
+    #[error("snapshot names column family tag {0}, which is not part of the state")]
+    Column(u8),
+    #[error("snapshot records do not add up to the digest it carries (corrupt or truncated)")]
+    Digest,
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("reading the state for a snapshot: {0}")]
+    Db(#[from] rocksdb::Error),
+}
+
+/// Where snapshot files live, and which one is current.
+struct SnapshotFiles {
+    dir: PathBuf,
+    counter: AtomicU64,
+    /// Serialises replacing the current file, so an older snapshot never replaces a newer one.
+    current: Mutex<Option<LogId>>,
+}
+
+impl SnapshotFiles {
+    fn current_path(&self) -> PathBuf {
+        self.dir.join("current.snap")
+    }
+
+    fn replace_current(&self, last_log_id: Option<LogId>, bytes: &[u8]) -> std::io::Result<bool> {
+        let mut current = self.current.lock().expect("snapshot lock poisoned");
+        if current.is_some() && *current > last_log_id {
+            return Ok(false);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!("incoming-{n}.tmp"));
+        write_synced(&tmp, bytes)?;
+        std::fs::rename(&tmp, self.current_path())?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        *current = last_log_id;
+        Ok(true)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The registry state machine of one node.
+pub struct StateMachine {
+    store: Arc<Store>,
+    files: Arc<SnapshotFiles>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    digest: StateDigest,
+}
+
+impl StateMachine {
+    /// Opens the state machine over `store`; snapshot files go in `snapshot_dir`.
+    pub fn open(store: Arc<Store>, snapshot_dir: &Path) -> Result<StateMachine, StorageError> {
+        std::fs::create_dir_all(snapshot_dir).map_err(|e| snapshot_err(None, e))?;
+        let meta = |key| store.get(Cf::SmMeta, key).map_err(sm_read_err);
+        let applied = match meta(APPLIED)? {
+            Some(b) => decode("applied log id", &b).map_err(sm_read_err)?,
+            None => None,
+        };
+        let membership = match meta(MEMBERSHIP)? {
+            Some(b) => decode("membership", &b).map_err(sm_read_err)?,
+            None => StoredMembership::default(),
+        };
+        let digest = match meta(DIGEST)? {
+            Some(b) => decode("state digest", &b).map_err(sm_read_err)?,
+            None => StateDigest::default(),
+        };
+        let files = SnapshotFiles {
+            dir: snapshot_dir.to_path_buf(),
+            counter: AtomicU64::new(0),
+            current: Mutex::new(None),
+        };
+        if let Ok(bytes) = std::fs::read(files.current_path())
+            && let Ok(file) = decode::<SnapshotFile>("snapshot", &bytes)
+        {
+            *files.current.lock().expect("fresh lock") = file.meta.last_log_id;
+        }
+        Ok(StateMachine {
+            store,
+            files: Arc::new(files),
+            applied,
+            membership,
+            digest,
+        })
+    }
+
+    fn meta_batch(&self, batch: &mut WriteBatch) {
+        let cf = self.store.cf(Cf::SmMeta);
+        batch.put_cf(cf, APPLIED, encode(&self.applied));
+        batch.put_cf(cf, MEMBERSHIP, encode(&self.membership));
+        batch.put_cf(cf, DIGEST, encode(&self.digest));
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut staged = Staged::new(&self.store, self.digest);
+        let mut responses = Vec::new();
+        let mut applied = self.applied;
+        let mut membership = None;
+        for entry in entries {
+            let index = entry.log_id.index;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response {
+                    outcome: Outcome::Nothing,
+                    log_index: index,
+                },
+                EntryPayload::Normal(command) => {
+                    let (response, changes) = registry::apply(&staged, index, &command)
+                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
+                    for change in changes {
+                        staged
+                            .stage(change)
+                            .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
+                    }
+                    response
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    Response {
+                        outcome: Outcome::Nothing,
+                        log_index: index,
+                    }
+                }
+            };
+            applied = Some(entry.log_id);
+            responses.push(response);
+        }
+        let Staged {
+            mut batch, digest, ..
+        } = staged;
+        self.applied = applied;
+        if let Some(m) = membership {
+            self.membership = m;
+        }
+        self.digest = digest;
+        self.meta_batch(&mut batch);
+        // Not synced: the synced log replays anything lost. (Purge is synced and shares the
+        // WAL, so nothing applied is lost once the log behind it is gone.)
+        self.store.db().write(batch).map_err(sm_write_err)?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            files: self.files.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let file = SnapshotFile::decode(&bytes).map_err(|e| snapshot_err(Some(meta), e))?;
+        let mut batch = WriteBatch::default();
+        // Keys are at most ~100 bytes; this upper bound is past every one of them.
+        let past_every_key = [0xffu8; 256];
+        for cf in Cf::STATE {
+            batch.delete_range_cf(self.store.cf(cf), [].as_slice(), past_every_key.as_slice());
+        }
+        for (tag, key, value) in &file.records {
+            let cf = Cf::from_tag(*tag).expect("tags were checked when decoding");
+            batch.put_cf(self.store.cf(cf), key, value);
+        }
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.digest = file.digest;
+        self.meta_batch(&mut batch);
+        self.store
+            .db()
+            .write_opt(batch, &synced())
+            .map_err(|e| snapshot_err(Some(meta), e))?;
+        self.files
+            .replace_current(meta.last_log_id, &bytes)
+            .map_err(|e| snapshot_err(Some(meta), e))?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let bytes = match std::fs::read(self.files.current_path()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snapshot_err(None, e)),
+        };
+        let file: SnapshotFile = decode("snapshot", &bytes).map_err(|e| snapshot_err(None, e))?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+/// Builds snapshots from a consistent RocksDB snapshot, off the apply path.
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+    files: Arc<SnapshotFiles>,
+}
+
+impl SnapshotBuilder {
+    fn build(&self) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
+        let db = self.store.db();
+        let view = db.snapshot();
+        let meta_cf = self.store.cf(Cf::SmMeta);
+        let applied: Option<LogId> = match view.get_cf(meta_cf, APPLIED)? {
+            Some(b) => decode("applied log id", &b)?,
+            None => None,
+        };
+        let membership: StoredMembership = match view.get_cf(meta_cf, MEMBERSHIP)? {
+            Some(b) => decode("membership", &b)?,
+            None => StoredMembership::default(),
+        };
+        let digest: StateDigest = match view.get_cf(meta_cf, DIGEST)? {
+            Some(b) => decode("state digest", &b)?,
+            None => StateDigest::default(),
+        };
+        let mut records = Vec::new();
+        for cf in Cf::STATE {
+            let mut options = ReadOptions::default();
+            options.set_snapshot(&view);
+            let iter = db.iterator_cf_opt(self.store.cf(cf), options, IteratorMode::From(&[], Direction::Forward));
+            for item in iter {
+                let (key, value) = item?;
+                records.push((cf.tag(), key.to_vec(), value.to_vec()));
+            }
+        }
+        let n = self.files.counter.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match applied {
+            Some(log_id) => format!("{}-{}-{n}", log_id.leader_id.term, log_id.index),
+            None => format!("0-0-{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let bytes = encode(&SnapshotFile {
+            format: SNAPSHOT_FORMAT,
+            meta: meta.clone(),
+            digest,
+            records,
+        });
+        self.files.replace_current(meta.last_log_id, &bytes)?;
+        Ok((meta, bytes))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, bytes) = self.build().map_err(|e| snapshot_err(None, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}

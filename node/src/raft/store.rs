@@ -1,0 +1,129 @@
+//! The node's RocksDB database and its column families (DESIGN.md section 5).
+//!
+//! One database per node. The Raft log and metadata, and the state machine, live in column
+//! families of the same database, so they share one write-ahead log: a synced write makes
+//! every earlier write durable too.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions};
+
+/// Column families. The `Sm*` ones hold the state machine and are covered by its digest,
+/// except `SmMeta` (applied log id, membership, the digest itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cf {
+    /// Raft log entries, keyed by big-endian index.
+    Log,
+    /// Vote, committed log id, last purged log id.
+    RaftMeta,
+    /// Applied log id, last membership, state digest.
+    SmMeta,
+    /// Identity id -> identity record.
+    Identities,
+    /// Document key -> identity id.
+    Documents,
+    /// Identity id -> templates.
+    Templates,
+    /// Request id -> remembered request.
+    Requests,
+    /// Big-endian proposal time ++ request id -> (): the request window's expiry order.
+    RequestTimes,
+    /// Registry-wide facts (the document key id).
+    Registry,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 9] = [
+        Cf::Log,
+        Cf::RaftMeta,
+        Cf::SmMeta,
+        Cf::Identities,
+        Cf::Documents,
+        Cf::Templates,
+        Cf::Requests,
+        Cf::RequestTimes,
+        Cf::Registry,
+    ];
+
+    /// The column families that make up the registry state (snapshotted and digested).
+    pub const STATE: [Cf; 6] = [
+        Cf::Identities,
+        Cf::Documents,
+        Cf::Templates,
+        Cf::Requests,
+        Cf::RequestTimes,
+        Cf::Registry,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Log => "raft_log",
+            Cf::RaftMeta => "raft_meta",
+            Cf::SmMeta => "sm_meta",
+            Cf::Identities => "identities",
+            Cf::Documents => "documents",
+            Cf::Templates => "templates",
+            Cf::Requests => "requests",
+            Cf::RequestTimes => "request_times",
+            Cf::Registry => "registry",
+        }
+    }
+
+    /// A stable one-byte tag, used in snapshots and digests.
+    pub fn tag(self) -> u8 {
+        Cf::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Cf> {
+        Cf::ALL.get(tag as usize).copied()
+    }
+}
+
+/// The node's database.
+pub struct Store {
+    db: DB,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Arc<Store>, rocksdb::Error> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, cfs)?;
+        Ok(Arc::new(Store { db }))
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub fn cf(&self, cf: Cf) -> &ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(cf), key)
+    }
+}
+
+/// Write options that fsync the WAL before the write returns.
+pub fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+/// Big-endian encoding, so that RocksDB's byte order is numeric order.
+pub fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn index_from_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}

@@ -1,0 +1,107 @@
+//! What goes through the Raft log, and what comes back.
+//!
+//! A node turns a client request into a [`Proposal`] (validated, document number already
+//! hashed). The leader completes it into a [`Command`] with everything that is not
+//! deterministic: the new identity id, its clock reading and the request fingerprint. `apply`
+//! then only checks and records.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::keys::KeyId;
+use super::model::{Authority, Reason, Status, Template};
+use super::{DocumentKey, IdentityId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    Suspend,
+    Reinstate,
+    Revoke,
+}
+
+/// A validated write, before the leader completes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    Enroll {
+        home_province: String,
+        document: DocumentKey,
+        document_key_id: KeyId,
+        templates: Vec<Template>,
+        authority: Authority,
+    },
+    ChangeStatus {
+        identity: IdentityId,
+        action: Action,
+        reason: Reason,
+        authority: Authority,
+    },
+}
+
+/// A client write as received by any node: its idempotency key and what it asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub request_id: String,
+    pub proposal: Proposal,
+}
+
+impl Request {
+    /// SHA-256 of the request's content: a retried request must carry the same content.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let encoded = postcard::to_stdvec(&self.proposal).expect("a proposal always encodes");
+        let mut hasher = Sha256::new();
+        hasher.update(self.request_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(encoded);
+        hasher.finalize().into()
+    }
+}
+
+/// The Raft log's application payload: a request completed by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub request: Request,
+    pub fingerprint: [u8; 32],
+    /// The leader's wall clock when it proposed, Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// For enrollments: the id the leader drew for the new identity.
+    pub new_identity: Option<IdentityId>,
+}
+
+/// Why `apply` refused a command. Refusals are results too: they are recorded under the
+/// request id (except where noted) so a retry gets the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// Another identity holds this document.
+    DuplicateDocument,
+    /// The identity does not exist.
+    UnknownIdentity,
+    /// The status change is not allowed from the current status.
+    InvalidTransition { from: Status, action: Action },
+    /// The authority's scope does not cover the identity's home province.
+    OutOfScope,
+    /// The request id was already used for a different request (not recorded).
+    RequestIdReused,
+    /// The proposing node hashes documents with another key than the cluster's.
+    DocumentKeyMismatch,
+    /// The drawn identity id exists already (not recorded: a retry draws a new id).
+    IdentityIdTaken,
+    /// An enrollment command without a drawn id (a bug in the proposer).
+    MalformedCommand,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Enrolled { identity: IdentityId },
+    StatusChanged { status: Status },
+    Rejected(Rejection),
+    /// Log entries that are not registry commands (blank, membership).
+    Nothing,
+}
+
+/// The state machine's answer to a log entry (openraft's `R`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub outcome: Outcome,
+    /// The log index at which the request was first applied: retries return it unchanged.
+    pub log_index: u64,
+}

@@ -1,0 +1,144 @@
+//! Identity ids: 16 random Crockford base32 characters and one check character.
+//!
+//! The check character (Luhn mod 32 over the same alphabet) catches every single-character
+//! typo and almost every swap of two neighbours, so a mistyped id is refused at the API
+//! instead of being looked up.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Crockford's base32 alphabet: no I, L, O or U, so ids read aloud unambiguously.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const BODY_LEN: usize = 16;
+
+/// A validated identity id (canonical upper-case form).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdentityId(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdParseError {
+    #[error("identity id must be 17 characters long, got {0}")]
+    Length(usize),
+    #[error("identity id has a character outside Crockford base32 at position {0}")]
+    Character(usize),
+    #[error("identity id check character does not match (mistyped id?)")]
+    Check,
+}
+
+impl IdentityId {
+    /// Builds an id from 80 random bits (the leader draws them before proposing).
+    pub fn from_random(bits: [u8; 10]) -> IdentityId {
+        let mut value = u128::from_be_bytes({
+            let mut b = [0u8; 16];
+            b[6..].copy_from_slice(&bits);
+            b
+        });
+        let mut body = [0u8; BODY_LEN];
+        for slot in body.iter_mut().rev() {
+            *slot = ALPHABET[(value & 31) as usize];
+            value >>= 5;
+        }
+        let mut id = String::with_capacity(BODY_LEN + 1);
+        id.extend(body.iter().map(|&c| c as char));
+        id.push(ALPHABET[check_digit(&body)] as char);
+        IdentityId(id)
+    }
+
+    /// Parses user input: case-insensitive, and O/I/L read as 0/1/1 as Crockford prescribes.
+    pub fn parse(input: &str) -> Result<IdentityId, IdParseError> {
+        let chars: Vec<char> = input.chars().collect();
+        if chars.len() != BODY_LEN + 1 {
+            return Err(IdParseError::Length(chars.len()));
+        }
+        let mut canonical = [0u8; BODY_LEN + 1];
+        for (i, c) in chars.iter().enumerate() {
+            let c = match c.to_ascii_uppercase() {
+                'O' => '0',
+                'I' | 'L' => '1',
+                other => other,
+            };
+            if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
+                return Err(IdParseError::Character(i));
+            }
+            canonical[i] = c as u8;
+        }
+        if ALPHABET[check_digit(&canonical[..BODY_LEN])] != canonical[BODY_LEN] {
+            return Err(IdParseError::Check);
+        }
+        Ok(IdentityId(String::from_utf8_lossy(&canonical).into_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdentityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn value_of(c: u8) -> usize {
+    ALPHABET.iter().position(|&a| a == c).unwrap_or(0)
+}
+
+/// Luhn mod N (N = 32) check character over `body`.
+fn check_digit(body: &[u8]) -> usize {
+    const N: usize = 32;
+    let mut factor = 2;
+    let mut sum = 0;
+    for &c in body.iter().rev() {
+        let addend = factor * value_of(c);
+        sum += addend / N + addend % N;
+        factor = if factor == 2 { 1 } else { 2 };
+    }
+    (N - sum % N) % N
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back() {
+        for seed in 0u8..=255 {
+            let id = IdentityId::from_random([seed; 10]);
+            assert_eq!(id.as_str().len(), 17);
+            assert_eq!(IdentityId::parse(id.as_str()), Ok(id.clone()));
+            assert_eq!(IdentityId::parse(&id.as_str().to_lowercase()), Ok(id));
+        }
+    }
+
+    #[test]
+    fn every_single_character_typo_is_caught() {
+        let id = IdentityId::from_random([7, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let bytes = id.as_str().as_bytes();
+        for pos in 0..bytes.len() {
+            for &replacement in ALPHABET {
+                if replacement == bytes[pos] {
+                    continue;
+                }
+                let mut typo = bytes.to_vec();
+                typo[pos] = replacement;
+                let typo = String::from_utf8(typo).unwrap();
+                assert_eq!(IdentityId::parse(&typo), Err(IdParseError::Check), "{typo}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_ids_are_refused_with_a_reason() {
+        assert_eq!(IdentityId::parse(""), Err(IdParseError::Length(0)));
+        assert_eq!(IdentityId::parse("ABC"), Err(IdParseError::Length(3)));
+        assert_eq!(
+            IdentityId::parse("0000000000000000U"),
+            Err(IdParseError::Character(16))
+        );
+        assert_eq!(
+            IdentityId::parse("00000000é0000000Z"),
+            Err(IdParseError::Character(8))
+        );
+    }
+}

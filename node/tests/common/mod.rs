@@ -1,0 +1,337 @@
+//! A cluster of real nodes in one test process: real RocksDB in temporary directories, real
+//! gRPC servers on loopback ports, and the outgoing fault switch to cut links.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quorumid_node::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
+use quorumid_node::node::Node;
+use quorumid_proto::v1 as pb;
+use quorumid_proto::v1::cluster_client::ClusterClient;
+use quorumid_proto::v1::registry_client::RegistryClient;
+use quorumid_proto::v1::verifier_client::VerifierClient;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub const DOCUMENT_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+pub const PSEUDONYM_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+pub const PROVINCES: [&str; 7] = ["ON", "QC", "BC", "AB", "MB", "SK", "NS"];
+
+/// Fails the test if `condition` does not hold within `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn keys() -> KeysConfig {
+    KeysConfig {
+        document_key: Some(DOCUMENT_KEY.into()),
+        pseudonym_key: Some(PSEUDONYM_KEY.into()),
+    }
+}
+
+pub fn authority(province: &str) -> pb::Authority {
+    pb::Authority {
+        id: format!("registrar-{province}"),
+        province: province.into(),
+        national: false,
+    }
+}
+
+pub fn consistency(level: pb::ConsistencyLevel, max_ms: u64, min_index: u64) -> pb::ReadConsistency {
+    pb::ReadConsistency {
+        level: level as i32,
+        max_staleness_ms: max_ms,
+        min_index,
+    }
+}
+
+pub fn reason_of(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("quorumid-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub raft: RaftSettings,
+    pub configs: BTreeMap<u64, NodeConfig>,
+    pub nodes: BTreeMap<u64, Node>,
+}
+
+async fn free_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+impl TestCluster {
+    /// Starts `voters` nodes and initialises them as one cluster.
+    pub async fn start(voters: u64, raft: RaftSettings) -> TestCluster {
+        let mut cluster = TestCluster {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            raft,
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        };
+        let mut listeners = BTreeMap::new();
+        for id in 1..=voters {
+            let (api, api_addr) = free_listener().await;
+            let (raft, raft_addr) = free_listener().await;
+            cluster.configs.insert(id, cluster.config(id, api_addr, raft_addr));
+            listeners.insert(id, (api, raft));
+        }
+        let members: Vec<MemberConfig> = cluster.configs.values().map(member_of).collect();
+        for (id, (api, raft)) in listeners {
+            let config = cluster.configs.get_mut(&id).unwrap();
+            config.bootstrap = id == 1;
+            config.initial_members = members.clone();
+            let node = Node::start_on(config.clone(), api, raft).await.expect("start node");
+            cluster.nodes.insert(id, node);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    fn config(&self, id: u64, api: SocketAddr, raft: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            node_id: id,
+            province: PROVINCES[(id as usize - 1) % PROVINCES.len()].into(),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            api_listen: api,
+            raft_listen: raft,
+            api_addr: format!("http://{api}"),
+            raft_addr: format!("http://{raft}"),
+            bootstrap: false,
+            initial_members: Vec::new(),
+            keys: keys(),
+            raft: self.raft.clone(),
+            reads: ReadConfig::default(),
+        }
+    }
+
+    /// Starts a new, empty node (not yet a member) and returns its id.
+    pub async fn start_new_node(&mut self) -> u64 {
+        let id = self.configs.keys().max().copied().unwrap_or(0) + 1;
+        let (api, api_addr) = free_listener().await;
+        let (raft, raft_addr) = free_listener().await;
+        let config = self.config(id, api_addr, raft_addr);
+        self.configs.insert(id, config.clone());
+        let node = Node::start_on(config, api, raft).await.expect("start node");
+        self.nodes.insert(id, node);
+        id
+    }
+
+    pub fn member(&self, id: u64) -> MemberConfig {
+        member_of(&self.configs[&id])
+    }
+
+    /// Stops a node as abruptly as an in-process node can be stopped: servers and Raft go
+    /// away at once; only what was synced to RocksDB remains.
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts a stopped node again on its own ports and data directory.
+    pub async fn restart(&mut self, id: u64) {
+        let config = self.configs[&id].clone();
+        let mut attempt = 0;
+        let node = loop {
+            match Node::start(config.clone()).await {
+                Ok(node) => break node,
+                // The old node's ports may take a moment to be released.
+                Err(_) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restarting node {id}: {e:#}"),
+            }
+        };
+        self.nodes.insert(id, node);
+    }
+
+    pub async fn wait_for_leader(&self) -> u64 {
+        let mut leader = 0;
+        eventually("a leader known to every running node", Duration::from_secs(20), || {
+            let leaders: Vec<Option<u64>> = self
+                .nodes
+                .values()
+                .map(|n| n.raft.metrics().borrow().current_leader)
+                .collect();
+            let agreed = leaders.first().copied().flatten().filter(|l| {
+                self.nodes.contains_key(l) && leaders.iter().all(|x| *x == Some(*l))
+            });
+            leader = agreed.unwrap_or(0);
+            async move { agreed.is_some() }
+        })
+        .await;
+        leader
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.nodes
+            .values()
+            .find_map(|n| n.raft.metrics().borrow().current_leader)
+    }
+
+    pub fn followers(&self) -> Vec<u64> {
+        let leader = self.leader();
+        self.nodes.keys().copied().filter(|id| Some(*id) != leader).collect()
+    }
+
+    fn api(&self, id: u64) -> String {
+        self.configs[&id].api_addr.clone()
+    }
+
+    async fn channel(&self, id: u64) -> Channel {
+        Channel::from_shared(self.api(id))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to node")
+    }
+
+    pub async fn registry(&self, id: u64) -> RegistryClient<Channel> {
+        RegistryClient::new(self.channel(id).await)
+    }
+
+    pub async fn verifier(&self, id: u64) -> VerifierClient<Channel> {
+        VerifierClient::new(self.channel(id).await)
+    }
+
+    pub async fn cluster(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel(id).await)
+    }
+
+    pub async fn status(&self, id: u64) -> pb::StatusResponse {
+        self.cluster(id).await.status(pb::StatusRequest {}).await.unwrap().into_inner()
+    }
+
+    /// Cuts every link between `id` and the other nodes, both ways.
+    pub fn isolate(&self, id: u64) {
+        for (other, node) in &self.nodes {
+            if *other != id {
+                node.faults.cut(id);
+                self.nodes[&id].faults.cut(*other);
+            }
+        }
+    }
+
+    pub fn heal_all(&self) {
+        for node in self.nodes.values() {
+            node.faults.heal_all();
+        }
+    }
+
+    pub async fn enroll(&self, at: u64, request_id: &str, document: &str) -> Result<pb::EnrollResponse, tonic::Status> {
+        self.registry(at)
+            .await
+            .enroll(enroll_request(request_id, "ON", document))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn revoke(&self, at: u64, request_id: &str, identity: &str) -> Result<pb::StatusChangeResponse, tonic::Status> {
+        self.registry(at)
+            .await
+            .revoke(pb::StatusChangeRequest {
+                request_id: request_id.into(),
+                identity_id: identity.into(),
+                reason: pb::ReasonCode::Fraud as i32,
+                authority: Some(authority("ON")),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn verify(
+        &self,
+        at: u64,
+        identity: &str,
+        consistency: pb::ReadConsistency,
+    ) -> Result<pb::VerifyResponse, tonic::Status> {
+        self.verifier(at)
+            .await
+            .verify(pb::VerifyRequest {
+                identity_id: identity.into(),
+                platform_id: "test-platform".into(),
+                consistency: Some(consistency),
+                probe: None,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until every running node has applied `index` and all show the same digest.
+    pub async fn converged(&self, index: u64) -> String {
+        let mut digest = String::new();
+        eventually("all nodes applied the index with equal digests", Duration::from_secs(30), || {
+            let ids: Vec<u64> = self.nodes.keys().copied().collect();
+            let out = &mut digest;
+            async move {
+                let mut seen = Vec::new();
+                for id in ids {
+                    let s = self.status(id).await;
+                    if s.applied_index < index {
+                        return false;
+                    }
+                    seen.push((s.applied_index, s.state_digest));
+                }
+                let same = seen.windows(2).all(|w| w[0] == w[1]);
+                if same {
+                    *out = seen[0].1.clone();
+                }
+                same
+            }
+        })
+        .await;
+        digest
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+fn member_of(c: &NodeConfig) -> MemberConfig {
+    MemberConfig {
+        node_id: c.node_id,
+        province: c.province.clone(),
+        api_addr: c.api_addr.clone(),
+        raft_addr: c.raft_addr.clone(),
+    }
+}
+
+pub fn enroll_request(request_id: &str, province: &str, document: &str) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        request_id: request_id.into(),
+        home_province: province.into(),
+        document_issuer: province.into(),
+        document_number: document.into(),
+        templates: vec![pb::Template {
+            format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
+            model_id: "sface-2021dec".into(),
+            data: vec![7; 512],
+        }],
+        authority: Some(authority(province)),
+    }
+}

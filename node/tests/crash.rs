@@ -1,0 +1,254 @@
+//! Crash safety with real `quorumid-node` processes: SIGKILL nodes (one at a time, the leader
+//! among them, then all at once) during a write load, restart them on the same data, and
+//! check that every acknowledged write is present everywhere and applied exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{consistency, enroll_request, eventually, keys};
+use quorumid_node::config::{MemberConfig, NodeConfig, RaftSettings, ReadConfig};
+use quorumid_proto::v1 as pb;
+use quorumid_proto::v1::cluster_client::ClusterClient;
+use quorumid_proto::v1::registry_client::RegistryClient;
+use tonic::transport::Channel;
+
+struct Process {
+    config: NodeConfig,
+    config_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.data_dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_quorumid-node"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn quorumid-node");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs, only what was fsynced survives.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn connect(addr: &str) -> Option<Channel> {
+    Channel::from_shared(addr.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .ok()
+}
+
+async fn leader_of(addrs: &[String]) -> Option<u64> {
+    for addr in addrs {
+        if let Some(c) = connect(addr).await
+            && let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await
+            && let Some(l) = s.into_inner().leader_id
+        {
+            return Some(l);
+        }
+    }
+    None
+}
+
+/// One writer: enrolls its own documents, retrying each request id on other nodes until
+/// it is acknowledged or its attempts run out. Returns request id -> identity id.
+async fn writer(
+    worker: usize,
+    addrs: Vec<String>,
+    count: usize,
+    acknowledged: Arc<Mutex<BTreeMap<String, String>>>,
+) {
+    for i in 0..count {
+        let request_id = format!("w{worker}-{i}");
+        for attempt in 0..40 {
+            let addr = &addrs[(i + attempt + worker) % addrs.len()];
+            let Some(channel) = connect(addr).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let request = enroll_request(&request_id, "ON", &format!("W{worker}N{i}"));
+            match RegistryClient::new(channel).enroll(request).await {
+                Ok(answer) => {
+                    let id = answer.into_inner().identity_id;
+                    acknowledged.lock().unwrap().insert(request_id.clone(), id);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = Vec::new();
+    let mut configs = Vec::new();
+    for id in 1..=3u64 {
+        let api = free_port();
+        let raft = free_port();
+        let config = NodeConfig {
+            node_id: id,
+            province: common::PROVINCES[id as usize - 1].into(),
+            data_dir: dir.path().join(format!("node-{id}")),
+            api_listen: api,
+            raft_listen: raft,
+            api_addr: format!("http://{api}"),
+            raft_addr: format!("http://{raft}"),
+            bootstrap: id == 1,
+            initial_members: Vec::new(),
+            keys: keys(),
+            raft: RaftSettings {
+                // Snapshots and purges happen during the test too.
+                snapshot_after_entries: 40,
+                keep_entries_after_snapshot: 5,
+                ..RaftSettings::default()
+            },
+            reads: ReadConfig::default(),
+        };
+        members.push(MemberConfig {
+            node_id: id,
+            province: config.province.clone(),
+            api_addr: config.api_addr.clone(),
+            raft_addr: config.raft_addr.clone(),
+        });
+        configs.push(config);
+    }
+    let mut processes: Vec<Process> = configs
+        .into_iter()
+        .map(|mut config| {
+            config.initial_members = members.clone();
+            std::fs::create_dir_all(&config.data_dir).unwrap();
+            let config_path = config.data_dir.join("node.toml");
+            std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+            Process {
+                config,
+                config_path,
+                child: None,
+            }
+        })
+        .collect();
+    for p in &mut processes {
+        p.start();
+    }
+    let addrs: Vec<String> = processes.iter().map(|p| p.config.api_addr.clone()).collect();
+    eventually("a leader", Duration::from_secs(30), || {
+        let addrs = addrs.clone();
+        async move { leader_of(&addrs).await.is_some() }
+    })
+    .await;
+
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(writer(w, addrs.clone(), 60, acknowledged.clone())))
+        .collect();
+
+    // Kill one node at a time (the leader twice), restarting each after a pause.
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let victim = if round % 2 == 0 {
+            leader_of(&addrs).await.map_or(0, |l| l as usize - 1)
+        } else {
+            (round * 7) % 3
+        };
+        processes[victim].kill9();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        processes[victim].start();
+    }
+    // Then every node at once.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before_all = acknowledged.lock().unwrap().len();
+    for p in &mut processes {
+        p.kill9();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in &mut processes {
+        p.start();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(before_all > 0 && acknowledged.len() > before_all, "writes went on around the crashes");
+    eprintln!("{} writes acknowledged across the crashes", acknowledged.len());
+
+    // Every acknowledged write is on every node, applied once.
+    eventually("a leader after the restarts", Duration::from_secs(30), || {
+        let addrs = addrs.clone();
+        async move { leader_of(&addrs).await.is_some() }
+    })
+    .await;
+    for addr in &addrs {
+        let channel = connect(addr).await.expect("node is up");
+        let mut registry = RegistryClient::new(channel);
+        for (request_id, identity) in &acknowledged {
+            let record = registry
+                .get_record(pb::GetRecordRequest {
+                    identity_id: identity.clone(),
+                    consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{addr} lost acknowledged {request_id}: {e}"))
+                .into_inner();
+            assert_eq!(record.history.len(), 1, "applied exactly once");
+        }
+    }
+    // Retrying an acknowledged request returns its first result, after all the crashes.
+    let mut registry = RegistryClient::new(connect(&addrs[0]).await.unwrap());
+    for (request_id, identity) in acknowledged.iter().take(20) {
+        let (w, rest) = request_id.split_once('-').unwrap();
+        let worker = w.trim_start_matches('w');
+        let doc = format!("W{worker}N{rest}");
+        let again = registry.enroll(enroll_request(request_id, "ON", &doc)).await.unwrap().into_inner();
+        assert_eq!(&again.identity_id, identity);
+    }
+    eventually("replicas converge to one digest", Duration::from_secs(20), || {
+        let addrs = addrs.clone();
+        async move {
+            let mut seen = Vec::new();
+            for addr in &addrs {
+                let Some(c) = connect(addr).await else { return false };
+                let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await else {
+                    return false;
+                };
+                let s = s.into_inner();
+                seen.push((s.applied_index, s.state_digest));
+            }
+            seen.windows(2).all(|w| w[0] == w[1])
+        }
+    })
+    .await;
+}
