@@ -214,7 +214,8 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
         } => {
             let mut templates = Vec::new();
             if let Some(path) = face {
-                let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 templates.push(pb::Template {
                     format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
                     model_id: face_model,
@@ -234,7 +235,10 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!("enrolled {} at log index {}", answer.identity_id, answer.log_index);
+            println!(
+                "enrolled {} at log index {}",
+                answer.identity_id, answer.log_index
+            );
             Ok(())
         }
         AdminCommand::Verify {
@@ -247,8 +251,16 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
         } => {
             let nodes = if everywhere {
                 let mut cluster = cluster_client(node).await?;
-                let status = cluster.status(pb::StatusRequest {}).await.map_err(explain)?;
-                status.into_inner().members.into_iter().map(|m| m.api_addr).collect()
+                let status = cluster
+                    .status(pb::StatusRequest {})
+                    .await
+                    .map_err(explain)?;
+                status
+                    .into_inner()
+                    .members
+                    .into_iter()
+                    .map(|m| m.api_addr)
+                    .collect()
             } else {
                 vec![node.to_string()]
             };
@@ -260,7 +272,10 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
                     probe: None,
                 };
                 let answer = match channel(&addr).await {
-                    Ok(c) => VerifierClient::new(c).verify(request).await.map_err(explain),
+                    Ok(c) => VerifierClient::new(c)
+                        .verify(request)
+                        .await
+                        .map_err(explain),
                     Err(e) => Err(e),
                 };
                 match answer {
@@ -270,9 +285,15 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
                         println!(
                             "{addr}: {} pseudonym={} applied_index={} staleness_bound_ms={}",
                             status_name(a.status),
-                            if a.pseudonym.is_empty() { "-" } else { &a.pseudonym },
+                            if a.pseudonym.is_empty() {
+                                "-"
+                            } else {
+                                &a.pseudonym
+                            },
                             facts.applied_index,
-                            facts.staleness_bound_ms.map_or("unknown".into(), |s| s.to_string()),
+                            facts
+                                .staleness_bound_ms
+                                .map_or("unknown".into(), |s| s.to_string()),
                         );
                     }
                     Err(e) => println!("{addr}: {e}"),
@@ -305,7 +326,12 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!("{} {} (home {})", r.identity_id, status_name(r.status), r.home_province);
+            println!(
+                "{} {} (home {})",
+                r.identity_id,
+                status_name(r.status),
+                r.home_province
+            );
             for e in r.history {
                 let kind = pb::history_event::Kind::try_from(e.kind)
                     .map(|k| k.as_str_name().trim_start_matches("KIND_"))
@@ -314,7 +340,10 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
                     .map(|k| k.as_str_name().trim_start_matches("REASON_CODE_"))
                     .unwrap_or("?");
                 let by = e.authority.map(|a| a.id).unwrap_or_default();
-                println!("  index {:>6}  {kind:<11} {reason:<20} by {by}", e.log_index);
+                println!(
+                    "  index {:>6}  {kind:<11} {reason:<20} by {by}",
+                    e.log_index
+                );
             }
             Ok(())
         }
@@ -339,9 +368,27 @@ pub async fn run(options: AdminOptions) -> anyhow::Result<()> {
             println!("membership changed at log index {}", r.log_index);
             Ok(())
         }
-        AdminCommand::Promote { ids } => membership(node, pb::change_membership_request::Change::Promote(pb::NodeIds { ids })).await,
-        AdminCommand::Demote { ids } => membership(node, pb::change_membership_request::Change::Demote(pb::NodeIds { ids })).await,
-        AdminCommand::Remove { ids } => membership(node, pb::change_membership_request::Change::Remove(pb::NodeIds { ids })).await,
+        AdminCommand::Promote { ids } => {
+            membership(
+                node,
+                pb::change_membership_request::Change::Promote(pb::NodeIds { ids }),
+            )
+            .await
+        }
+        AdminCommand::Demote { ids } => {
+            membership(
+                node,
+                pb::change_membership_request::Change::Demote(pb::NodeIds { ids }),
+            )
+            .await
+        }
+        AdminCommand::Remove { ids } => {
+            membership(
+                node,
+                pb::change_membership_request::Change::Remove(pb::NodeIds { ids }),
+            )
+            .await
+        }
         AdminCommand::Snapshot => {
             let mut cluster = cluster_client(node).await?;
             let r = cluster
@@ -384,10 +431,17 @@ async fn change(
     Ok(())
 }
 
-async fn membership(node: &str, change: pb::change_membership_request::Change) -> anyhow::Result<()> {
+async fn membership(
+    node: &str,
+    change: pb::change_membership_request::Change,
+) -> anyhow::Result<()> {
     let leader = {
         let mut cluster = cluster_client(node).await?;
-        let status = cluster.status(pb::StatusRequest {}).await.map_err(explain)?.into_inner();
+        let status = cluster
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(explain)?
+            .into_inner();
         if status.leader_api_addr.is_empty() {
             bail!("no leader is known at {node}");
         }
@@ -407,7 +461,11 @@ async fn membership(node: &str, change: pb::change_membership_request::Change) -
 
 async fn status(node: &str) -> anyhow::Result<()> {
     let mut cluster = cluster_client(node).await?;
-    let here = cluster.status(pb::StatusRequest {}).await.map_err(explain)?.into_inner();
+    let here = cluster
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
     println!(
         "term {}  leader {}  joint membership: {}",
         here.term,

@@ -146,8 +146,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let mut config: NodeConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let mut config: NodeConfig = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok())?;
         config.check()?;
         Ok(config)
@@ -155,7 +155,9 @@ impl NodeConfig {
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = var("QUORUMID_NODE_ID") {
-            self.node_id = v.parse().context("QUORUMID_NODE_ID must be a positive integer")?;
+            self.node_id = v
+                .parse()
+                .context("QUORUMID_NODE_ID must be a positive integer")?;
         }
         if let Some(v) = var("QUORUMID_PROVINCE") {
             self.province = v;
@@ -185,8 +187,16 @@ impl NodeConfig {
         if self.node_id == 0 {
             bail!("node_id must be positive");
         }
-        if self.bootstrap && !self.initial_members.iter().any(|m| m.node_id == self.node_id) {
-            bail!("bootstrap is set, but initial_members does not list this node ({})", self.node_id);
+        if self.bootstrap
+            && !self
+                .initial_members
+                .iter()
+                .any(|m| m.node_id == self.node_id)
+        {
+            bail!(
+                "bootstrap is set, but initial_members does not list this node ({})",
+                self.node_id
+            );
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
@@ -210,7 +220,10 @@ impl NodeConfig {
     pub fn cluster_keys(&self) -> anyhow::Result<ClusterKeys> {
         let parse = |name: &str, value: &Option<String>| -> anyhow::Result<[u8; 32]> {
             let value = value.as_deref().with_context(|| {
-                format!("keys.{name} is not set (64 hex characters, or the QUORUMID_{} variable)", name.to_uppercase())
+                format!(
+                    "keys.{name} is not set (64 hex characters, or the QUORUMID_{} variable)",
+                    name.to_uppercase()
+                )
             })?;
             let bytes = hex::decode(value.trim())
                 .ok()
@@ -283,6 +296,12 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         let mut config: NodeConfig = toml::from_str(BASE).unwrap();
         config.bootstrap = true;
-        assert!(config.check().unwrap_err().to_string().contains("initial_members"));
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("initial_members")
+        );
     }
 }

@@ -76,8 +76,16 @@ fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
                 node_id: id,
                 province: m.province.clone(),
                 data_dir: options.dir.join(format!("node-{id}")),
-                api_listen: m.api_addr.trim_start_matches("http://").parse().expect("loopback"),
-                raft_listen: m.raft_addr.trim_start_matches("http://").parse().expect("loopback"),
+                api_listen: m
+                    .api_addr
+                    .trim_start_matches("http://")
+                    .parse()
+                    .expect("loopback"),
+                raft_listen: m
+                    .raft_addr
+                    .trim_start_matches("http://")
+                    .parse()
+                    .expect("loopback"),
                 api_addr: m.api_addr,
                 raft_addr: m.raft_addr,
                 bootstrap: id == 1,
@@ -146,8 +154,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             .with_context(|| format!("adding node {} as a learner", c.node_id))?;
     }
 
-    println!("quorumid dev cluster: {} nodes, data in {}", nodes.len(), options.dir.display());
-    println!("{:<6} {:<9} {:<24} {:<8} log", "node", "province", "api", "pid");
+    println!(
+        "quorumid dev cluster: {} nodes, data in {}",
+        nodes.len(),
+        options.dir.display()
+    );
+    println!(
+        "{:<6} {:<9} {:<24} {:<8} log",
+        "node", "province", "api", "pid"
+    );
     for n in &nodes {
         let c = &n.config;
         println!(
@@ -159,13 +174,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             c.data_dir.join("node.log").display()
         );
     }
-    println!("\nleader: node {} ({})", leader.node_id, leader.leader_api_addr);
+    println!(
+        "\nleader: node {} ({})",
+        leader.node_id, leader.leader_api_addr
+    );
     println!("Try, in another terminal (README.md has the walk-through):");
     println!("  quorumid-node admin --node {first} status");
+    println!("  quorumid-node admin --node {first} enroll --province ON --document P1234567");
     println!(
-        "  quorumid-node admin --node {first} enroll --province ON --document P1234567"
+        "Restart a killed node with: quorumid-node serve --config {}",
+        nodes[0].config_path.display()
     );
-    println!("Restart a killed node with: quorumid-node serve --config {}", nodes[0].config_path.display());
     println!("Ctrl-C stops the cluster.");
 
     tokio::signal::ctrl_c().await?;
@@ -173,11 +192,16 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     for node in &mut nodes {
         if let Some(pid) = node.child.id() {
             // SIGTERM: each node shuts down cleanly.
-            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
         }
     }
     for node in &mut nodes {
-        if tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait())
+            .await
+            .is_err()
+        {
             let _ = node.child.kill().await;
         }
     }
@@ -194,7 +218,10 @@ async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
             let status = status.into_inner();
             if let Some(leader) = status.leader_id {
                 let mut leader_client = admin::cluster_client(&status.leader_api_addr).await?;
-                let mut s = leader_client.status(pb::StatusRequest {}).await?.into_inner();
+                let mut s = leader_client
+                    .status(pb::StatusRequest {})
+                    .await?
+                    .into_inner();
                 s.node_id = leader;
                 return Ok(s);
             }

@@ -5,7 +5,11 @@ use quorumid_node::{admin, config::NodeConfig, dev, node::Node};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "quorumid-node", version, about = "A province node of the quorumid identity registry")]
+#[command(
+    name = "quorumid-node",
+    version,
+    about = "A province node of the quorumid identity registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,9 @@ enum Command {
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("QUORUMID_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -38,8 +44,7 @@ fn init_logging() {
 async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
     let config = NodeConfig::load(&config)?;
     let node = Node::start(config).await?;
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

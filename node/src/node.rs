@@ -75,8 +75,13 @@ impl Node {
                 .iter()
                 .map(|m| (m.node_id, m.info()))
                 .collect();
-            raft.initialize(members).await.context("initialising the cluster")?;
-            tracing::info!(members = config.initial_members.len(), "initialised a new cluster");
+            raft.initialize(members)
+                .await
+                .context("initialising the cluster")?;
+            tracing::info!(
+                members = config.initial_members.len(),
+                "initialised a new cluster"
+            );
         }
 
         let writer = Arc::new(Writer::new(config.node_id, raft.clone(), peers.clone()));

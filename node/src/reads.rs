@@ -156,11 +156,19 @@ impl Freshness {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let leader = metrics.current_leader.ok_or("no leader")?;
-            let node = metrics.membership_config.membership().get_node(&leader).cloned();
+            let node = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned();
             (leader, node)
         };
         if leader == self.node_id {
-            let (read_log_id, _) = self.raft.get_read_log_id().await.map_err(|e| e.to_string())?;
+            let (read_log_id, _) = self
+                .raft
+                .get_read_log_id()
+                .await
+                .map_err(|e| e.to_string())?;
             return Ok(read_log_id.map_or(0, |l| l.index));
         }
         let node = node.ok_or("leader is not in the membership")?;
@@ -205,7 +213,9 @@ impl Freshness {
                 // A round may be about to land: wait for one, but never past the bound itself.
                 self.wake.notify_one();
                 let wait = max.min(self.settings.max_wait);
-                self.wait_for(wait, fresh).await.map_err(|()| self.refusal(max))
+                self.wait_for(wait, fresh)
+                    .await
+                    .map_err(|()| self.refusal(max))
             }
             Level::Linearizable => {
                 let arrival = Instant::now();

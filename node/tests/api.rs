@@ -20,8 +20,14 @@ async fn the_same_request_id_applies_once_and_returns_the_first_result() {
     assert_eq!(first, again);
     assert_eq!(first, elsewhere);
 
-    let revoke = cluster.revoke(follower, "rev-1", &first.identity_id).await.unwrap();
-    let revoke_again = cluster.revoke(leader, "rev-1", &first.identity_id).await.unwrap();
+    let revoke = cluster
+        .revoke(follower, "rev-1", &first.identity_id)
+        .await
+        .unwrap();
+    let revoke_again = cluster
+        .revoke(leader, "rev-1", &first.identity_id)
+        .await
+        .unwrap();
     assert_eq!(revoke, revoke_again);
 
     let record = cluster
@@ -37,11 +43,18 @@ async fn the_same_request_id_applies_once_and_returns_the_first_result() {
     let kinds: Vec<i32> = record.history.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [pb::history_event::Kind::Enrolled as i32, pb::history_event::Kind::Revoked as i32],
+        [
+            pb::history_event::Kind::Enrolled as i32,
+            pb::history_event::Kind::Revoked as i32
+        ],
         "each request applied exactly once"
     );
     assert_eq!(record.history[1].log_index, revoke.log_index);
-    assert_eq!(record.templates.len(), 1, "the record lists template formats only");
+    assert_eq!(
+        record.templates.len(),
+        1,
+        "the record lists template formats only"
+    );
 
     // The same id for a different request is refused, and changes nothing.
     let reused = cluster.enroll(leader, "same-id", "P999").await.unwrap_err();
@@ -55,11 +68,32 @@ async fn one_document_one_identity_even_written_differently() {
     let cluster = TestCluster::start(3, RaftSettings::default()).await;
     let leader = cluster.wait_for_leader().await;
     cluster.enroll(leader, "a", "AB 123-456").await.unwrap();
-    let dup = cluster.enroll(cluster.followers()[0], "b", "ab123456").await.unwrap_err();
+    let dup = cluster
+        .enroll(cluster.followers()[0], "b", "ab123456")
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     assert_eq!(reason_of(&dup), "DUPLICATE_DOCUMENT");
-    assert!(!dup.message().contains("AB123456"), "no document number in errors");
+    assert!(
+        !dup.message().contains("AB123456"),
+        "no document number in errors"
+    );
     cluster.shutdown().await;
+}
+
+/// Asserts a call failed with `code` and a message that mentions `needle`.
+fn expect<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
+    let status = result.expect_err("bad input must fail");
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "message {:?} should mention {needle:?}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,28 +106,27 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let before = cluster.converged(enrolled.log_index).await;
 
     let mut registry = cluster.registry(follower).await;
-    let expect = |result: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>, code: Code, needle: &str| {
-        let status = result.expect_err("bad input must fail");
-        assert_eq!(status.code(), code, "{}", status.message());
-        assert!(
-            status.message().contains(needle),
-            "message {:?} should mention {needle:?}",
-            status.message()
-        );
-    };
 
     // Malformed and mistyped identity ids.
     let mut typo = id.clone().into_bytes();
     typo[3] = if typo[3] == b'A' { b'B' } else { b'A' };
     let typo = String::from_utf8(typo).unwrap();
-    for (bad, needle) in [("", "17 characters"), ("NOT-AN-ID", "17 characters"), (typo.as_str(), "check character")] {
+    for (bad, needle) in [
+        ("", "17 characters"),
+        ("NOT-AN-ID", "17 characters"),
+        (typo.as_str(), "check character"),
+    ] {
         expect(
-            cluster.verifier(follower).await.verify(pb::VerifyRequest {
-                identity_id: bad.into(),
-                platform_id: "p".into(),
-                consistency: None,
-                probe: None,
-            }).await,
+            cluster
+                .verifier(follower)
+                .await
+                .verify(pb::VerifyRequest {
+                    identity_id: bad.into(),
+                    platform_id: "p".into(),
+                    consistency: None,
+                    probe: None,
+                })
+                .await,
             Code::InvalidArgument,
             needle,
         );
@@ -101,10 +134,18 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     // Oversized and too many templates.
     let mut big = enroll_request("big", "ON", "BIG1");
     big.templates[0].data = vec![1; 64 * 1024 + 1];
-    expect(registry.enroll(big).await, Code::InvalidArgument, "templates[0].data");
+    expect(
+        registry.enroll(big).await,
+        Code::InvalidArgument,
+        "templates[0].data",
+    );
     let mut many = enroll_request("many", "ON", "MANY1");
     many.templates = vec![many.templates[0].clone(); 9];
-    expect(registry.enroll(many).await, Code::InvalidArgument, "at most 8 templates");
+    expect(
+        registry.enroll(many).await,
+        Code::InvalidArgument,
+        "at most 8 templates",
+    );
     // A message past the service's size limit.
     let mut huge = enroll_request("huge", "ON", "HUGE1");
     huge.templates = vec![huge.templates[0].clone(); 3];
@@ -118,12 +159,19 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     format.templates[0].format = 77;
     expect(registry.enroll(format).await, Code::InvalidArgument, "77");
     expect(
-        cluster.verifier(follower).await.verify(pb::VerifyRequest {
-            identity_id: id.clone(),
-            platform_id: "p".into(),
-            consistency: Some(pb::ReadConsistency { level: 99, ..Default::default() }),
-            probe: None,
-        }).await,
+        cluster
+            .verifier(follower)
+            .await
+            .verify(pb::VerifyRequest {
+                identity_id: id.clone(),
+                platform_id: "p".into(),
+                consistency: Some(pb::ReadConsistency {
+                    level: 99,
+                    ..Default::default()
+                }),
+                probe: None,
+            })
+            .await,
         Code::InvalidArgument,
         "99",
     );
@@ -133,14 +181,34 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         reason,
         authority: Some(authority("ON")),
     };
-    expect(registry.revoke(change(1234, &id)).await, Code::InvalidArgument, "1234");
-    expect(registry.revoke(change(0, &id)).await, Code::InvalidArgument, "reason is required");
+    expect(
+        registry.revoke(change(1234, &id)).await,
+        Code::InvalidArgument,
+        "1234",
+    );
+    expect(
+        registry.revoke(change(0, &id)).await,
+        Code::InvalidArgument,
+        "reason is required",
+    );
     // Missing authority, bad province, bad request id.
     let mut no_authority = enroll_request("na", "ON", "NA1");
     no_authority.authority = None;
-    expect(registry.enroll(no_authority).await, Code::InvalidArgument, "authority is required");
-    expect(registry.enroll(enroll_request("p", "ontario", "P1")).await, Code::InvalidArgument, "home_province");
-    expect(registry.enroll(enroll_request("bad id!", "ON", "P2")).await, Code::InvalidArgument, "request_id");
+    expect(
+        registry.enroll(no_authority).await,
+        Code::InvalidArgument,
+        "authority is required",
+    );
+    expect(
+        registry.enroll(enroll_request("p", "ontario", "P1")).await,
+        Code::InvalidArgument,
+        "home_province",
+    );
+    expect(
+        registry.enroll(enroll_request("bad id!", "ON", "P2")).await,
+        Code::InvalidArgument,
+        "request_id",
+    );
     // Domain rejections, decided by the state machine.
     let ghost = quorumid_node::registry::IdentityId::from_random([42; 10]).to_string();
     let unknown = registry.revoke(change(5, &ghost)).await.unwrap_err();
@@ -156,10 +224,21 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     reinstate.request_id = "reinstate-active".into();
     let transition = registry.reinstate(reinstate).await.unwrap_err();
     assert_eq!(transition.code(), Code::FailedPrecondition);
-    assert!(transition.message().contains("cannot reinstate an identity that is active"));
+    assert!(
+        transition
+            .message()
+            .contains("cannot reinstate an identity that is active")
+    );
 
     // A verify of an unknown id is an answer, not an error, and carries no pseudonym.
-    let v = cluster.verify(follower, &ghost, consistency(pb::ConsistencyLevel::Linearizable, 0, 0)).await.unwrap();
+    let v = cluster
+        .verify(
+            follower,
+            &ghost,
+            consistency(pb::ConsistencyLevel::Linearizable, 0, 0),
+        )
+        .await
+        .unwrap();
     assert_eq!(v.status, pb::IdentityStatus::Unknown as i32);
     assert!(v.pseudonym.is_empty());
 
@@ -177,7 +256,10 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     assert_eq!(record.history.len(), 1);
     let after = cluster.status(leader).await;
     cluster.converged(after.applied_index).await;
-    assert_ne!(before, after.state_digest, "refusals decided by apply are recorded for retries");
+    assert_ne!(
+        before, after.state_digest,
+        "refusals decided by apply are recorded for retries"
+    );
     cluster.shutdown().await;
 }
 
@@ -193,7 +275,12 @@ async fn input_rejected_at_the_api_never_reaches_the_log() {
         let mut bad = enroll_request("y", "ON", "Y1");
         bad.templates[0].format = 0;
         assert!(registry.enroll(bad).await.is_err());
-        assert!(registry.enroll(enroll_request("", "ON", "Y2")).await.is_err());
+        assert!(
+            registry
+                .enroll(enroll_request("", "ON", "Y2"))
+                .await
+                .is_err()
+        );
     }
     let after = cluster.status(leader).await;
     assert_eq!(before.last_log_index, after.last_log_index);
@@ -236,40 +323,57 @@ async fn pseudonyms_are_per_platform_and_the_same_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_follows_the_node_and_reflection_lists_the_services() {
+    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
 
     let cluster = TestCluster::start(3, RaftSettings::default()).await;
     let follower = cluster.followers()[0];
-    let channel = tonic::transport::Channel::from_shared(cluster.configs[&follower].api_addr.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel.clone());
-    let check = |svc: &str| HealthCheckRequest { service: svc.into() };
-    common::eventually("follower SERVING", std::time::Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            health.check(check("quorumid.v1.Verifier")).await.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
-        }
-    })
+    let channel =
+        tonic::transport::Channel::from_shared(cluster.configs[&follower].api_addr.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let health = HealthClient::new(channel.clone());
+    let check = |svc: &str| HealthCheckRequest {
+        service: svc.into(),
+    };
+    common::eventually(
+        "follower SERVING",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(check("quorumid.v1.Verifier"))
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+            }
+        },
+    )
     .await;
     cluster.isolate(follower);
-    common::eventually("cut-off follower NOT_SERVING", std::time::Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            health.check(check("")).await.is_ok_and(|r| r.into_inner().status == ServingStatus::NotServing as i32)
-        }
-    })
+    common::eventually(
+        "cut-off follower NOT_SERVING",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(check(""))
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == ServingStatus::NotServing as i32)
+            }
+        },
+    )
     .await;
     cluster.heal_all();
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -285,9 +389,20 @@ async fn health_follows_the_node_and_reflection_lists_the_services() {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for wanted in ["quorumid.v1.Registry", "quorumid.v1.Verifier", "quorumid.v1.Cluster", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    for wanted in [
+        "quorumid.v1.Registry",
+        "quorumid.v1.Verifier",
+        "quorumid.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
     }
-    assert!(!names.iter().any(|n| n == "quorumid.v1.Raft"), "the Raft service is not on the API port");
+    assert!(
+        !names.iter().any(|n| n == "quorumid.v1.Raft"),
+        "the Raft service is not on the API port"
+    );
     cluster.shutdown().await;
 }

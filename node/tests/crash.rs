@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,10 +89,14 @@ async fn leader_of(addrs: &[String]) -> Option<u64> {
 async fn writer(
     worker: usize,
     addrs: Vec<String>,
-    count: usize,
+    stop: Arc<AtomicBool>,
     acknowledged: Arc<Mutex<BTreeMap<String, String>>>,
 ) {
-    for i in 0..count {
+    // Bounded in count as well as by the stop flag.
+    for i in 0..5_000 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         let request_id = format!("w{worker}-{i}");
         for attempt in 0..40 {
             let addr = &addrs[(i + attempt + worker) % addrs.len()];
@@ -164,7 +169,10 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
     for p in &mut processes {
         p.start();
     }
-    let addrs: Vec<String> = processes.iter().map(|p| p.config.api_addr.clone()).collect();
+    let addrs: Vec<String> = processes
+        .iter()
+        .map(|p| p.config.api_addr.clone())
+        .collect();
     eventually("a leader", Duration::from_secs(30), || {
         let addrs = addrs.clone();
         async move { leader_of(&addrs).await.is_some() }
@@ -172,8 +180,9 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
     .await;
 
     let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
-        .map(|w| tokio::spawn(writer(w, addrs.clone(), 60, acknowledged.clone())))
+        .map(|w| tokio::spawn(writer(w, addrs.clone(), stop.clone(), acknowledged.clone())))
         .collect();
 
     // Kill one node at a time (the leader twice), restarting each after a pause.
@@ -198,18 +207,40 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
     for p in &mut processes {
         p.start();
     }
+    // Let the load run on after the restart, then stop it.
+    let after_restart = acknowledged.lock().unwrap().len();
+    eventually(
+        "writes acknowledged after every node restarted",
+        Duration::from_secs(30),
+        || {
+            let acknowledged = acknowledged.clone();
+            async move { acknowledged.lock().unwrap().len() > after_restart + 20 }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(before_all > 0 && acknowledged.len() > before_all, "writes went on around the crashes");
-    eprintln!("{} writes acknowledged across the crashes", acknowledged.len());
+    assert!(
+        before_all > 0,
+        "writes were acknowledged before the crash of every node"
+    );
+    eprintln!(
+        "{} writes acknowledged across the crashes",
+        acknowledged.len()
+    );
 
     // Every acknowledged write is on every node, applied once.
-    eventually("a leader after the restarts", Duration::from_secs(30), || {
-        let addrs = addrs.clone();
-        async move { leader_of(&addrs).await.is_some() }
-    })
+    eventually(
+        "a leader after the restarts",
+        Duration::from_secs(30),
+        || {
+            let addrs = addrs.clone();
+            async move { leader_of(&addrs).await.is_some() }
+        },
+    )
     .await;
     for addr in &addrs {
         let channel = connect(addr).await.expect("node is up");
@@ -232,23 +263,33 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
         let (w, rest) = request_id.split_once('-').unwrap();
         let worker = w.trim_start_matches('w');
         let doc = format!("W{worker}N{rest}");
-        let again = registry.enroll(enroll_request(request_id, "ON", &doc)).await.unwrap().into_inner();
+        let again = registry
+            .enroll(enroll_request(request_id, "ON", &doc))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(&again.identity_id, identity);
     }
-    eventually("replicas converge to one digest", Duration::from_secs(20), || {
-        let addrs = addrs.clone();
-        async move {
-            let mut seen = Vec::new();
-            for addr in &addrs {
-                let Some(c) = connect(addr).await else { return false };
-                let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await else {
-                    return false;
-                };
-                let s = s.into_inner();
-                seen.push((s.applied_index, s.state_digest));
+    eventually(
+        "replicas converge to one digest",
+        Duration::from_secs(20),
+        || {
+            let addrs = addrs.clone();
+            async move {
+                let mut seen = Vec::new();
+                for addr in &addrs {
+                    let Some(c) = connect(addr).await else {
+                        return false;
+                    };
+                    let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await else {
+                        return false;
+                    };
+                    let s = s.into_inner();
+                    seen.push((s.applied_index, s.state_digest));
+                }
+                seen.windows(2).all(|w| w[0] == w[1])
             }
-            seen.windows(2).all(|w| w[0] == w[1])
-        }
-    })
+        },
+    )
     .await;
 }

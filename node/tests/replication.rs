@@ -75,7 +75,11 @@ async fn writes_survive_leader_loss_and_a_restarted_node_catches_up() {
     cluster.converged(last).await;
     for id in acknowledged.keys() {
         let answer = cluster
-            .verify(old_leader, id, consistency(pb::ConsistencyLevel::AtLeast, 0, last))
+            .verify(
+                old_leader,
+                id,
+                consistency(pb::ConsistencyLevel::AtLeast, 0, last),
+            )
             .await
             .expect("restarted node answers once it has applied the index");
         assert_eq!(answer.status, pb::IdentityStatus::Active as i32);
@@ -95,10 +99,14 @@ async fn a_learner_added_after_purge_converges_through_a_snapshot() {
     let leader = cluster.wait_for_leader().await;
     let enrolled = enroll_many(&cluster, &[leader], "early", 45).await;
     let last = *enrolled.values().max().unwrap();
-    eventually("the leader purged its log behind a snapshot", Duration::from_secs(20), || {
-        let cluster = &cluster;
-        async move { cluster.status(leader).await.purged_index > 0 }
-    })
+    eventually(
+        "the leader purged its log behind a snapshot",
+        Duration::from_secs(20),
+        || {
+            let cluster = &cluster;
+            async move { cluster.status(leader).await.purged_index > 0 }
+        },
+    )
     .await;
 
     let learner = cluster.start_new_node().await;
@@ -117,7 +125,10 @@ async fn a_learner_added_after_purge_converges_through_a_snapshot() {
         .await
         .expect("add learner");
     let digest = cluster.converged(last).await;
-    eprintln!("learner converged in {:?} (digest {digest})", started.elapsed());
+    eprintln!(
+        "learner converged in {:?} (digest {digest})",
+        started.elapsed()
+    );
 
     let status = cluster.status(learner).await;
     assert_eq!(status.role, pb::NodeRole::Learner as i32);
@@ -127,7 +138,11 @@ async fn a_learner_added_after_purge_converges_through_a_snapshot() {
     );
     let early = enrolled.keys().next().unwrap();
     let answer = cluster
-        .verify(learner, early, consistency(pb::ConsistencyLevel::Local, 0, 0))
+        .verify(
+            learner,
+            early,
+            consistency(pb::ConsistencyLevel::Local, 0, 0),
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, pb::IdentityStatus::Active as i32);
@@ -150,7 +165,9 @@ async fn promote_a_learner_and_remove_a_voter_under_load() {
                 break;
             }
             let request = common::enroll_request(&format!("load-{i}"), "ON", &format!("LOAD{i}"));
-            if let Ok(answer) = tokio::time::timeout(Duration::from_secs(5), client.enroll(request)).await {
+            if let Ok(answer) =
+                tokio::time::timeout(Duration::from_secs(5), client.enroll(request)).await
+            {
                 if let Ok(answer) = answer {
                     acknowledged.push(answer.into_inner().identity_id);
                 }
@@ -191,14 +208,22 @@ async fn promote_a_learner_and_remove_a_voter_under_load() {
         .await
         .expect("remove voter")
         .into_inner();
-    let members: BTreeMap<u64, i32> = changed.members.iter().map(|m| (m.node_id, m.role)).collect();
+    let members: BTreeMap<u64, i32> = changed
+        .members
+        .iter()
+        .map(|m| (m.node_id, m.role))
+        .collect();
     assert_eq!(members.get(&learner), Some(&(pb::MemberRole::Voter as i32)));
     assert!(!members.contains_key(&removed));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let acknowledged = load.await.unwrap();
-    assert!(acknowledged.len() > 10, "the load made progress: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the load made progress: {}",
+        acknowledged.len()
+    );
     cluster.stop(removed).await;
 
     let status = cluster.status(leader).await;
@@ -206,10 +231,18 @@ async fn promote_a_learner_and_remove_a_voter_under_load() {
     for node in cluster.nodes.keys() {
         for id in &acknowledged {
             let answer = cluster
-                .verify(*node, id, consistency(pb::ConsistencyLevel::AtLeast, 0, status.applied_index))
+                .verify(
+                    *node,
+                    id,
+                    consistency(pb::ConsistencyLevel::AtLeast, 0, status.applied_index),
+                )
                 .await
                 .unwrap();
-            assert_eq!(answer.status, pb::IdentityStatus::Active as i32, "node {node} lost {id}");
+            assert_eq!(
+                answer.status,
+                pb::IdentityStatus::Active as i32,
+                "node {node} lost {id}"
+            );
         }
     }
     cluster.shutdown().await;

@@ -9,5 +9,6 @@ pub mod v1 {
     tonic::include_proto!("quorumid.v1");
 
     /// Encoded `FileDescriptorSet` of the quorumid.v1 package, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("quorumid_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("quorumid_v1_descriptor");
 }

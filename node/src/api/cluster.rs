@@ -99,7 +99,9 @@ fn address(field: &str, value: &str) -> Result<String, Status> {
 
 fn node_ids(field: &str, ids: &[u64]) -> Result<BTreeSet<NodeId>, Status> {
     if ids.is_empty() || ids.len() > 64 {
-        return Err(errors::invalid(format!("{field} must list 1 to 64 node ids")));
+        return Err(errors::invalid(format!(
+            "{field} must list 1 to 64 node ids"
+        )));
     }
     if ids.contains(&0) {
         return Err(errors::invalid(format!("{field}: node id 0 is not valid")));
@@ -135,7 +137,10 @@ impl pb::cluster_server::Cluster for ClusterService {
                     .map(|v| r.get(&v).copied().flatten().map_or(0, |l| l.index))
                     .collect();
                 matched.sort_unstable();
-                matched.get((matched.len().saturating_sub(1)) / 2).copied().unwrap_or(0)
+                matched
+                    .get((matched.len().saturating_sub(1)) / 2)
+                    .copied()
+                    .unwrap_or(0)
             }),
             _ => metrics.last_applied.map_or(0, |l| l.index),
         };
@@ -189,11 +194,19 @@ impl pb::cluster_server::Cluster for ClusterService {
             .into_inner()
             .change
             .ok_or_else(|| errors::invalid("change is required: promote, demote or remove"))?;
-        let membership = self.ctx.raft.metrics().borrow().membership_config.membership().clone();
+        let membership = self
+            .ctx
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let known: BTreeMap<NodeId, NodeInfo> =
             membership.nodes().map(|(k, v)| (*k, v.clone())).collect();
-        let unknown = |ids: &BTreeSet<NodeId>| ids.iter().find(|id| !known.contains_key(id)).copied();
+        let unknown =
+            |ids: &BTreeSet<NodeId>| ids.iter().find(|id| !known.contains_key(id)).copied();
         let steps: Vec<(ChangeMembers<NodeId, NodeInfo>, bool)> = match change {
             Change::Promote(ids) => {
                 let ids = node_ids("promote", &ids.ids)?;
@@ -207,7 +220,9 @@ impl pb::cluster_server::Cluster for ClusterService {
             Change::Demote(ids) => {
                 let ids = node_ids("demote", &ids.ids)?;
                 if let Some(id) = ids.iter().find(|id| !voters.contains(id)) {
-                    return Err(Status::failed_precondition(format!("node {id} is not a voter")));
+                    return Err(Status::failed_precondition(format!(
+                        "node {id} is not a voter"
+                    )));
                 }
                 vec![(ChangeMembers::RemoveVoters(ids), true)]
             }

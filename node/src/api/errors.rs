@@ -62,7 +62,9 @@ pub fn rejection(r: &Rejection, log_index: u64) -> Status {
         Rejection::DuplicateDocument => with_reason(
             Code::AlreadyExists,
             "DUPLICATE_DOCUMENT",
-            format!("an identity is already enrolled for this document (rule: unique document key) {at}"),
+            format!(
+                "an identity is already enrolled for this document (rule: unique document key) {at}"
+            ),
         ),
         Rejection::UnknownIdentity => with_reason(
             Code::NotFound,

@@ -166,15 +166,15 @@ impl pb::registry_server::Registry for RegistryService {
         let r = request.into_inner();
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let (identity, facts) = self
-            .ctx
-            .read(level, |state| state.identity(&id))
-            .await?;
+        let (identity, facts) = self.ctx.read(level, |state| state.identity(&id)).await?;
         let identity = identity.ok_or_else(|| {
             errors::with_reason(
                 tonic::Code::NotFound,
                 "UNKNOWN_IDENTITY",
-                format!("no identity has this id (at applied index {})", facts.applied_index),
+                format!(
+                    "no identity has this id (at applied index {})",
+                    facts.applied_index
+                ),
             )
         })?;
         Ok(Response::new(pb::GetRecordResponse {

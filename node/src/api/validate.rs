@@ -70,7 +70,9 @@ pub fn document_number(value: &str) -> Result<String, Status> {
         )));
     }
     if !normalised.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(invalid("document_number may only hold printable ASCII characters"));
+        return Err(invalid(
+            "document_number may only hold printable ASCII characters",
+        ));
     }
     Ok(normalised)
 }
@@ -88,7 +90,8 @@ pub fn authority(value: Option<&pb::Authority>) -> Result<Authority, Status> {
 
 pub fn reason(value: i32) -> Result<Reason, Status> {
     use pb::ReasonCode as R;
-    let code = R::try_from(value).map_err(|_| invalid(format!("reason {value} is not a known ReasonCode")))?;
+    let code = R::try_from(value)
+        .map_err(|_| invalid(format!("reason {value} is not a known ReasonCode")))?;
     Ok(match code {
         R::Unspecified => return Err(invalid("reason is required for a status change")),
         R::KeyCompromise => Reason::KeyCompromise,
@@ -139,15 +142,22 @@ pub fn templates(list: &[pb::Template]) -> Result<Vec<Template>, Status> {
             list.len()
         )));
     }
-    list.iter().enumerate().map(|(i, t)| template(i, t)).collect()
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| template(i, t))
+        .collect()
 }
 
 pub fn consistency(value: Option<&pb::ReadConsistency>) -> Result<Level, Status> {
     use pb::ConsistencyLevel as C;
     let default = pb::ReadConsistency::default();
     let c = value.unwrap_or(&default);
-    let level = C::try_from(c.level)
-        .map_err(|_| invalid(format!("consistency.level {} is not a known ConsistencyLevel", c.level)))?;
+    let level = C::try_from(c.level).map_err(|_| {
+        invalid(format!(
+            "consistency.level {} is not a known ConsistencyLevel",
+            c.level
+        ))
+    })?;
     Ok(match level {
         C::Unspecified => Level::Bounded(Duration::from_millis(DEFAULT_BOUNDED_MS)),
         C::Linearizable => Level::Linearizable,

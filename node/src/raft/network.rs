@@ -41,7 +41,10 @@ impl Faults {
     }
 
     pub fn heal(&self, peer: NodeId) {
-        self.cut.write().expect("faults lock poisoned").remove(&peer);
+        self.cut
+            .write()
+            .expect("faults lock poisoned")
+            .remove(&peer);
     }
 
     pub fn heal_all(&self) {
@@ -49,7 +52,10 @@ impl Faults {
     }
 
     pub fn is_cut(&self, peer: NodeId) -> bool {
-        self.cut.read().expect("faults lock poisoned").contains(&peer)
+        self.cut
+            .read()
+            .expect("faults lock poisoned")
+            .contains(&peer)
     }
 }
 
@@ -176,17 +182,30 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let unreachable = |e: PeerError| RPCError::Unreachable(Unreachable::new(&e));
-        let mut client = self.peers.client(self.target, &self.addr).map_err(unreachable)?;
+        let mut client = self
+            .peers
+            .client(self.target, &self.addr)
+            .map_err(unreachable)?;
         let payload = RaftPayload {
             payload: encode(request),
         };
         let answer = match rpc {
             Rpc::AppendEntries => {
-                call_peer(self.target, option.hard_ttl(), client.append_entries(payload)).await
+                call_peer(
+                    self.target,
+                    option.hard_ttl(),
+                    client.append_entries(payload),
+                )
+                .await
             }
             Rpc::Vote => call_peer(self.target, option.hard_ttl(), client.vote(payload)).await,
             Rpc::InstallSnapshot => {
-                call_peer(self.target, option.hard_ttl(), client.install_snapshot(payload)).await
+                call_peer(
+                    self.target,
+                    option.hard_ttl(),
+                    client.install_snapshot(payload),
+                )
+                .await
             }
         };
         let answer = answer.map_err(|e| match &e {

@@ -77,7 +77,10 @@ impl raft_server::Raft for RaftService {
         }
     }
 
-    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn forward(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let write: crate::registry::Request = payload("forwarded write", request)?;
         answer(&self.writer.propose(write).await)
     }

@@ -27,8 +27,8 @@ use super::codec::{decode, encode};
 use super::store::{Cf, Store, synced};
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::registry::{
-    self, Change, DocumentKey, Identity, IdentityId, KeyId, Outcome, RegistryState,
-    RequestRecord, Response, StateError, Template,
+    self, Change, DocumentKey, Identity, IdentityId, KeyId, Outcome, RegistryState, RequestRecord,
+    Response, StateError, Template,
 };
 
 const APPLIED: &[u8] = b"applied";
@@ -124,14 +124,22 @@ impl StateReader {
     }
 
     pub fn identity(&self, id: &IdentityId) -> Result<Option<Identity>, StateError> {
-        read_record(&self.store, Cf::Identities, id.as_str().as_bytes(), "identity")
+        read_record(
+            &self.store,
+            Cf::Identities,
+            id.as_str().as_bytes(),
+            "identity",
+        )
     }
 
     pub fn templates(&self, id: &IdentityId) -> Result<Vec<Template>, StateError> {
-        Ok(
-            read_record(&self.store, Cf::Templates, id.as_str().as_bytes(), "templates")?
-                .unwrap_or_default(),
-        )
+        Ok(read_record(
+            &self.store,
+            Cf::Templates,
+            id.as_str().as_bytes(),
+            "templates",
+        )?
+        .unwrap_or_default())
     }
 
     /// The state digest and the applied log id it belongs to, read atomically.
@@ -224,16 +232,22 @@ impl<'a> Staged<'a> {
                 let key = identity.id.as_str().as_bytes().to_vec();
                 self.put(Cf::Identities, key, encode(&identity))
             }
-            Change::PutTemplates(id, templates) => {
-                self.put(Cf::Templates, id.as_str().as_bytes().to_vec(), encode(&templates))
-            }
+            Change::PutTemplates(id, templates) => self.put(
+                Cf::Templates,
+                id.as_str().as_bytes().to_vec(),
+                encode(&templates),
+            ),
             Change::PutDocument(document, id) => {
                 self.put(Cf::Documents, document.0.to_vec(), encode(&id))
             }
             Change::PutRequest(record) => {
                 let time_key = request_time_key(record.at_unix_ms, &record.request_id);
                 self.put(Cf::RequestTimes, time_key, Vec::new())?;
-                self.put(Cf::Requests, record.request_id.as_bytes().to_vec(), encode(&record))
+                self.put(
+                    Cf::Requests,
+                    record.request_id.as_bytes().to_vec(),
+                    encode(&record),
+                )
             }
             Change::ForgetRequest {
                 request_id,
@@ -276,7 +290,10 @@ impl RegistryState for Staged<'_> {
             if key.as_ref() >= end.as_slice() || keys.len() >= limit {
                 break;
             }
-            if !matches!(self.pending.get(&(Cf::RequestTimes, key.to_vec())), Some(None)) {
+            if !matches!(
+                self.pending.get(&(Cf::RequestTimes, key.to_vec())),
+                Some(None)
+            ) {
                 keys.push(key.to_vec());
             }
         }
@@ -292,7 +309,8 @@ impl RegistryState for Staged<'_> {
         keys.truncate(limit);
         keys.iter()
             .map(|k| {
-                parse_request_time_key(k).ok_or_else(|| StateError("malformed request time key".into()))
+                parse_request_time_key(k)
+                    .ok_or_else(|| StateError("malformed request time key".into()))
             })
             .collect()
     }
@@ -584,7 +602,11 @@ impl SnapshotBuilder {
         for cf in Cf::STATE {
             let mut options = ReadOptions::default();
             options.set_snapshot(&view);
-            let iter = db.iterator_cf_opt(self.store.cf(cf), options, IteratorMode::From(&[], Direction::Forward));
+            let iter = db.iterator_cf_opt(
+                self.store.cf(cf),
+                options,
+                IteratorMode::From(&[], Direction::Forward),
+            );
             for item in iter {
                 let (key, value) = item?;
                 records.push((cf.tag(), key.to_vec(), value.to_vec()));

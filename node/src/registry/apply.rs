@@ -89,10 +89,7 @@ pub fn apply(
         Proposal::Enroll { .. } => enroll(state, log_index, command, &mut changes)?,
         Proposal::ChangeStatus { .. } => change_status(state, log_index, command, &mut changes)?,
     };
-    let response = Response {
-        outcome,
-        log_index,
-    };
+    let response = Response { outcome, log_index };
     if !matches!(
         response.outcome,
         Outcome::Rejected(Rejection::IdentityIdTaken | Rejection::RequestIdReused)
@@ -344,7 +341,13 @@ mod tests {
         )
     }
 
-    fn change(request_id: &str, at: u64, id: &IdentityId, action: Action, by: Authority) -> Command {
+    fn change(
+        request_id: &str,
+        at: u64,
+        id: &IdentityId,
+        action: Action,
+        by: Authority,
+    ) -> Command {
         command(
             request_id,
             at,
@@ -371,7 +374,10 @@ mod tests {
         let first = s.run(1, &enroll("r1", 7, "ON", 1));
         enrolled_id(&first);
         let second = s.run(2, &enroll("r2", 7, "ON", 2));
-        assert_eq!(second.outcome, Outcome::Rejected(Rejection::DuplicateDocument));
+        assert_eq!(
+            second.outcome,
+            Outcome::Rejected(Rejection::DuplicateDocument)
+        );
         assert_eq!(s.identities.len(), 1);
     }
 
@@ -401,7 +407,10 @@ mod tests {
         s.run(1, &enroll("r1", 7, "ON", 1));
         let later = 1_000 + REQUEST_WINDOW_MS + 1;
         let id = enrolled_id(&s.run(2, &enroll("r2", 8, "ON", 2)));
-        s.run(3, &change("r3", later, &id, Action::Suspend, authority("ON")));
+        s.run(
+            3,
+            &change("r3", later, &id, Action::Suspend, authority("ON")),
+        );
         assert!(!s.requests.contains_key("r1"), "r1 expired");
         assert!(s.requests.contains_key("r3"));
     }
@@ -442,8 +451,14 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let r = s.run(6 + i as u64, &change(&format!("x{i}"), 6, &id, action, on.clone()));
-            assert!(matches!(r.outcome, Outcome::Rejected(Rejection::InvalidTransition { .. })));
+            let r = s.run(
+                6 + i as u64,
+                &change(&format!("x{i}"), 6, &id, action, on.clone()),
+            );
+            assert!(matches!(
+                r.outcome,
+                Outcome::Rejected(Rejection::InvalidTransition { .. })
+            ));
         }
         let record = &s.identities[&id];
         assert_eq!(record.status, Status::Revoked);
@@ -485,7 +500,10 @@ mod tests {
             *a = authority("QC");
         }
         cross.fingerprint = cross.request.fingerprint();
-        assert_eq!(s.run(4, &cross).outcome, Outcome::Rejected(Rejection::OutOfScope));
+        assert_eq!(
+            s.run(4, &cross).outcome,
+            Outcome::Rejected(Rejection::OutOfScope)
+        );
     }
 
     #[test]

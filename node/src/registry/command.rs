@@ -91,8 +91,12 @@ pub enum Rejection {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Enrolled { identity: IdentityId },
-    StatusChanged { status: Status },
+    Enrolled {
+        identity: IdentityId,
+    },
+    StatusChanged {
+        status: Status,
+    },
     Rejected(Rejection),
     /// Log entries that are not registry commands (blank, membership).
     Nothing,

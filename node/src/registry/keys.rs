@@ -52,7 +52,10 @@ impl ClusterKeys {
     }
 
     pub fn document_key(&self, issuer: &str, number: &str) -> DocumentKey {
-        DocumentKey(hmac(&self.document, &[issuer.as_bytes(), &[0], number.as_bytes()]))
+        DocumentKey(hmac(
+            &self.document,
+            &[issuer.as_bytes(), &[0], number.as_bytes()],
+        ))
     }
 
     pub fn document_key_id(&self) -> KeyId {
@@ -96,7 +99,10 @@ mod tests {
         assert_ne!(a, keys().pseudonym("shop.example", &id));
         assert_eq!(a.len(), 32);
         // A different cluster key gives a different pseudonym.
-        assert_ne!(a, ClusterKeys::new([1; 32], [3; 32]).pseudonym("bank.example", &id));
+        assert_ne!(
+            a,
+            ClusterKeys::new([1; 32], [3; 32]).pseudonym("bank.example", &id)
+        );
     }
 
     #[test]
@@ -105,6 +111,9 @@ mod tests {
         assert_eq!(k.document_key("ON", "123"), k.document_key("ON", "123"));
         assert_ne!(k.document_key("ON", "123"), k.document_key("ON1", "23"));
         assert_ne!(k.document_key("ON", "123"), k.document_key("QC", "123"));
-        assert_ne!(k.document_key_id(), ClusterKeys::new([5; 32], [2; 32]).document_key_id());
+        assert_ne!(
+            k.document_key_id(),
+            ClusterKeys::new([5; 32], [2; 32]).document_key_id()
+        );
     }
 }

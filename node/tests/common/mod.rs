@@ -29,7 +29,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -49,7 +52,11 @@ pub fn authority(province: &str) -> pb::Authority {
     }
 }
 
-pub fn consistency(level: pb::ConsistencyLevel, max_ms: u64, min_index: u64) -> pb::ReadConsistency {
+pub fn consistency(
+    level: pb::ConsistencyLevel,
+    max_ms: u64,
+    min_index: u64,
+) -> pb::ReadConsistency {
     pb::ReadConsistency {
         level: level as i32,
         max_staleness_ms: max_ms,
@@ -74,7 +81,9 @@ pub struct TestCluster {
 }
 
 async fn free_listener() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
@@ -92,7 +101,9 @@ impl TestCluster {
         for id in 1..=voters {
             let (api, api_addr) = free_listener().await;
             let (raft, raft_addr) = free_listener().await;
-            cluster.configs.insert(id, cluster.config(id, api_addr, raft_addr));
+            cluster
+                .configs
+                .insert(id, cluster.config(id, api_addr, raft_addr));
             listeners.insert(id, (api, raft));
         }
         let members: Vec<MemberConfig> = cluster.configs.values().map(member_of).collect();
@@ -100,7 +111,9 @@ impl TestCluster {
             let config = cluster.configs.get_mut(&id).unwrap();
             config.bootstrap = id == 1;
             config.initial_members = members.clone();
-            let node = Node::start_on(config.clone(), api, raft).await.expect("start node");
+            let node = Node::start_on(config.clone(), api, raft)
+                .await
+                .expect("start node");
             cluster.nodes.insert(id, node);
         }
         cluster.wait_for_leader().await;
@@ -168,18 +181,22 @@ impl TestCluster {
 
     pub async fn wait_for_leader(&self) -> u64 {
         let mut leader = 0;
-        eventually("a leader known to every running node", Duration::from_secs(20), || {
-            let leaders: Vec<Option<u64>> = self
-                .nodes
-                .values()
-                .map(|n| n.raft.metrics().borrow().current_leader)
-                .collect();
-            let agreed = leaders.first().copied().flatten().filter(|l| {
-                self.nodes.contains_key(l) && leaders.iter().all(|x| *x == Some(*l))
-            });
-            leader = agreed.unwrap_or(0);
-            async move { agreed.is_some() }
-        })
+        eventually(
+            "a leader known to every running node",
+            Duration::from_secs(20),
+            || {
+                let leaders: Vec<Option<u64>> = self
+                    .nodes
+                    .values()
+                    .map(|n| n.raft.metrics().borrow().current_leader)
+                    .collect();
+                let agreed = leaders.first().copied().flatten().filter(|l| {
+                    self.nodes.contains_key(l) && leaders.iter().all(|x| *x == Some(*l))
+                });
+                leader = agreed.unwrap_or(0);
+                async move { agreed.is_some() }
+            },
+        )
         .await;
         leader
     }
@@ -192,7 +209,11 @@ impl TestCluster {
 
     pub fn followers(&self) -> Vec<u64> {
         let leader = self.leader();
-        self.nodes.keys().copied().filter(|id| Some(*id) != leader).collect()
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != leader)
+            .collect()
     }
 
     fn api(&self, id: u64) -> String {
@@ -220,7 +241,12 @@ impl TestCluster {
     }
 
     pub async fn status(&self, id: u64) -> pb::StatusResponse {
-        self.cluster(id).await.status(pb::StatusRequest {}).await.unwrap().into_inner()
+        self.cluster(id)
+            .await
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Cuts every link between `id` and the other nodes, both ways.
@@ -239,7 +265,12 @@ impl TestCluster {
         }
     }
 
-    pub async fn enroll(&self, at: u64, request_id: &str, document: &str) -> Result<pb::EnrollResponse, tonic::Status> {
+    pub async fn enroll(
+        &self,
+        at: u64,
+        request_id: &str,
+        document: &str,
+    ) -> Result<pb::EnrollResponse, tonic::Status> {
         self.registry(at)
             .await
             .enroll(enroll_request(request_id, "ON", document))
@@ -247,7 +278,12 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
-    pub async fn revoke(&self, at: u64, request_id: &str, identity: &str) -> Result<pb::StatusChangeResponse, tonic::Status> {
+    pub async fn revoke(
+        &self,
+        at: u64,
+        request_id: &str,
+        identity: &str,
+    ) -> Result<pb::StatusChangeResponse, tonic::Status> {
         self.registry(at)
             .await
             .revoke(pb::StatusChangeRequest {
@@ -278,30 +314,27 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
-    /// Waits until every running node has applied `index` and all show the same digest.
+    /// Waits until every running node has applied `index` and all show the same digest;
+    /// returns that digest.
     pub async fn converged(&self, index: u64) -> String {
-        let mut digest = String::new();
-        eventually("all nodes applied the index with equal digests", Duration::from_secs(30), || {
-            let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            let out = &mut digest;
-            async move {
-                let mut seen = Vec::new();
-                for id in ids {
-                    let s = self.status(id).await;
-                    if s.applied_index < index {
-                        return false;
-                    }
-                    seen.push((s.applied_index, s.state_digest));
-                }
-                let same = seen.windows(2).all(|w| w[0] == w[1]);
-                if same {
-                    *out = seen[0].1.clone();
-                }
-                same
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for id in self.nodes.keys() {
+                let s = self.status(*id).await;
+                seen.push((s.applied_index, s.state_digest));
             }
-        })
-        .await;
-        digest
+            if seen.iter().all(|(applied, _)| *applied >= index)
+                && seen.windows(2).all(|w| w[0] == w[1])
+            {
+                return seen[0].1.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nodes did not converge at index {index}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn shutdown(mut self) {
