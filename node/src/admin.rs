@@ -145,13 +145,13 @@ pub enum AdminCommand {
 }
 
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(addr.to_string())
+    Endpoint::from_shared(addr.to_string())
         .with_context(|| format!("{addr:?} is not a valid address"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?)
+        .with_context(|| format!("connecting to {addr}"))
 }
 
 pub async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {

@@ -165,12 +165,9 @@ async fn promote_a_learner_and_remove_a_voter_under_load() {
                 break;
             }
             let request = common::enroll_request(&format!("load-{i}"), "ON", &format!("LOAD{i}"));
-            if let Ok(answer) =
-                tokio::time::timeout(Duration::from_secs(5), client.enroll(request)).await
-            {
-                if let Ok(answer) = answer {
-                    acknowledged.push(answer.into_inner().identity_id);
-                }
+            let answer = tokio::time::timeout(Duration::from_secs(5), client.enroll(request)).await;
+            if let Ok(Ok(answer)) = answer {
+                acknowledged.push(answer.into_inner().identity_id);
             }
         }
         acknowledged
