@@ -1,5 +1,8 @@
 //! The `quorumid-node` program: `serve` one node, run a local `dev` cluster, or `admin` it.
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use quorumid_node::{admin, config::NodeConfig, dev, node::Node};
 use tracing_subscriber::EnvFilter;
@@ -55,9 +58,9 @@ async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve { config } => {
             init_logging();
             serve(config).await
@@ -67,5 +70,12 @@ async fn main() -> anyhow::Result<()> {
             dev::run(options).await
         }
         Command::Admin(options) => admin::run(options).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
