@@ -36,6 +36,7 @@ fn init_logging() {
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("QUORUMID_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
