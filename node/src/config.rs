@@ -19,6 +19,10 @@
 //! [keys]                               # or QUORUMID_DOCUMENT_KEY / QUORUMID_PSEUDONYM_KEY
 //! document_key = "<64 hex characters>"
 //! pseudonym_key = "<64 hex characters>"
+//!
+//! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
+//! face = 0.393
+//! fingerprint = 0.033
 //! ```
 //! Environment overrides: `QUORUMID_NODE_ID`, `QUORUMID_PROVINCE`, `QUORUMID_DATA_DIR`,
 //! `QUORUMID_API_ADDR`, `QUORUMID_RAFT_ADDR`, `QUORUMID_BOOTSTRAP`, and the two keys.
@@ -30,6 +34,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::biometrics::Thresholds;
 use crate::raft::{NodeId, NodeInfo};
 use crate::reads::ReadSettings;
 use crate::registry::ClusterKeys;
@@ -54,6 +59,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     #[serde(default)]
     pub reads: ReadConfig,
+    #[serde(default)]
+    pub biometrics: Thresholds,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

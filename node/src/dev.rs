@@ -93,6 +93,7 @@ fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
                 keys: keys.clone(),
                 raft: RaftSettings::default(),
                 reads: ReadConfig::default(),
+                biometrics: Default::default(),
             }
         })
         .collect()

@@ -9,6 +9,7 @@
 //! - [`writes`]: the write path: any node accepts a write, the leader completes and proposes it.
 //! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
 //! - [`api`]: the public gRPC services (Registry, Verifier, Cluster, health, reflection).
+//! - [`biometrics`]: template checks at enrollment and 1:1 probe matching at verification.
 //! - [`node`]: starts and stops all of the above as one node.
 //! - [`config`]: the node's TOML configuration and environment overrides.
 //! - [`dev`]: `quorumid-node dev`, a local multi-province cluster of child processes.
@@ -16,6 +17,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod biometrics;
 pub mod config;
 pub mod dev;
 pub mod node;

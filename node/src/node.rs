@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::{self, Context};
+use crate::biometrics::Biometrics;
 use crate::config::NodeConfig;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Faults, MAX_RAFT_MESSAGE, Network, Peers};
@@ -99,6 +100,7 @@ impl Node {
             freshness,
             state: StateReader::new(store),
             keys,
+            biometrics: Biometrics::new(config.biometrics.clone()),
         });
 
         let (stop, stopped) = watch::channel(false);

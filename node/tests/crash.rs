@@ -143,6 +143,7 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
                 ..RaftSettings::default()
             },
             reads: ReadConfig::default(),
+            biometrics: Default::default(),
         };
         members.push(MemberConfig {
             node_id: id,

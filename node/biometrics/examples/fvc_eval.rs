@@ -25,9 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          not resolvable with 2,880 impostors (it is FNMR at FMR 0).\n"
     );
     println!(
-        "| database | convention | genuine | impostor | EER % | FNMR@1e-2 % | FNMR@1e-3 % | FNMR@1e-4 % |"
+        "| database | convention | genuine | impostor | EER % | FNMR@1e-2 % | FNMR@1e-3 % | FNMR@1e-4 % | threshold@1e-3 |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for convention in [
         AngleConvention::CounterClockwise,
         AngleConvention::Clockwise,
@@ -40,13 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let e = db.evaluate(&matcher)?;
             let r = &e.rates;
             println!(
-                "| {name} | {convention:?} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {name} | {convention:?} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} |",
                 r.genuine_count,
                 r.impostor_count,
                 100.0 * r.eer,
                 100.0 * r.at_fmr[0].fnmr,
                 100.0 * r.at_fmr[1].fnmr,
                 100.0 * r.at_fmr[2].fnmr,
+                r.at_fmr[1].threshold,
             );
         }
     }

@@ -20,6 +20,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::biometrics::Biometrics;
 use crate::raft::state_machine::StateReader;
 use crate::raft::{NodeId, Raft};
 use crate::reads::{Freshness, Level};
@@ -53,6 +54,7 @@ pub struct Context {
     pub freshness: Arc<Freshness>,
     pub state: StateReader,
     pub keys: ClusterKeys,
+    pub biometrics: Biometrics,
 }
 
 impl Context {

@@ -115,13 +115,20 @@ impl pb::registry_server::Registry for RegistryService {
         let home_province = validate::province("home_province", &r.home_province)?;
         let issuer = validate::province("document_issuer", &r.document_issuer)?;
         let number = validate::document_number(&r.document_number)?;
+        let templates = validate::templates(&r.templates)?;
+        for (i, template) in templates.iter().enumerate() {
+            self.ctx
+                .biometrics
+                .check(template)
+                .map_err(|e| errors::invalid(format!("templates[{i}]: {e}")))?;
+        }
         let write = WriteRequest {
             request_id,
             proposal: Proposal::Enroll {
                 home_province,
                 document: self.ctx.keys.document_key(&issuer, &number),
                 document_key_id: self.ctx.keys.document_key_id(),
-                templates: validate::templates(&r.templates)?,
+                templates,
                 authority: validate::authority(r.authority.as_ref())?,
             },
         };

@@ -107,24 +107,25 @@ pub fn reason(value: i32) -> Result<Reason, Status> {
     })
 }
 
-pub fn template(index: usize, t: &pb::Template) -> Result<Template, Status> {
+/// One template; `field` names it in errors (`templates[2]`, `probe`).
+pub fn template(field: &str, t: &pb::Template) -> Result<Template, Status> {
     let format = match pb::TemplateFormat::try_from(t.format) {
         Ok(pb::TemplateFormat::FaceEmbeddingF32) => TemplateFormat::FaceEmbeddingF32,
         Ok(pb::TemplateFormat::Iso1979422005) => TemplateFormat::Iso19794_2_2005,
         Ok(pb::TemplateFormat::Unspecified) => {
-            return Err(invalid(format!("templates[{index}].format is required")));
+            return Err(invalid(format!("{field}.format is required")));
         }
         Err(_) => {
             return Err(invalid(format!(
-                "templates[{index}].format {} is not a known TemplateFormat",
+                "{field}.format {} is not a known TemplateFormat",
                 t.format
             )));
         }
     };
-    let model_id = token(&format!("templates[{index}].model_id"), &t.model_id)?;
+    let model_id = token(&format!("{field}.model_id"), &t.model_id)?;
     if t.data.is_empty() || t.data.len() > MAX_TEMPLATE_BYTES {
         return Err(invalid(format!(
-            "templates[{index}].data must be 1 to {MAX_TEMPLATE_BYTES} bytes, got {}",
+            "{field}.data must be 1 to {MAX_TEMPLATE_BYTES} bytes, got {}",
             t.data.len()
         )));
     }
@@ -144,7 +145,7 @@ pub fn templates(list: &[pb::Template]) -> Result<Vec<Template>, Status> {
     }
     list.iter()
         .enumerate()
-        .map(|(i, t)| template(i, t))
+        .map(|(i, t)| template(&format!("templates[{i}]"), t))
         .collect()
 }
 

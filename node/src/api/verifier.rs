@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use quorumid_proto::v1 as pb;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::registry::status_to_pb;
-use super::{Context, validate};
+use super::{Context, errors, validate};
+use crate::biometrics::ProbeError;
+use crate::registry::Status as IdStatus;
 
 pub struct VerifierService {
     ctx: Arc<Context>,
@@ -29,24 +31,59 @@ impl pb::verifier_server::Verifier for VerifierService {
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let platform = validate::token("platform_id", &r.platform_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        if let Some(probe) = &r.probe {
-            validate::template(0, probe)?;
-            return Err(Status::unimplemented(
-                "biometric probes are not matched by this node version; verify without a probe",
-            ));
-        }
-        let (identity, facts) = self.ctx.read(level, |state| state.identity(&id)).await?;
-        let response = match identity {
+        let probe = r
+            .probe
+            .as_ref()
+            .map(|p| validate::template("probe", p))
+            .transpose()?;
+        let (found, facts) = self
+            .ctx
+            .read(level, |state| {
+                let Some(identity) = state.identity(&id)? else {
+                    return Ok(None);
+                };
+                // Templates are read only to match a probe against an active identity.
+                let templates = match (&probe, identity.status) {
+                    (Some(_), IdStatus::Active) => state.templates(&id)?,
+                    _ => Vec::new(),
+                };
+                Ok(Some((identity, templates)))
+            })
+            .await?;
+        let response = match found {
             None => pb::VerifyResponse {
                 status: pb::IdentityStatus::Unknown as i32,
                 pseudonym: String::new(),
                 facts: Some(facts),
+                probe: None,
             },
-            Some(identity) => pb::VerifyResponse {
-                status: status_to_pb(identity.status) as i32,
-                pseudonym: self.ctx.keys.pseudonym(&platform, &identity.id),
-                facts: Some(facts),
-            },
+            Some((identity, templates)) => {
+                let probe =
+                    match (&probe, identity.status) {
+                        (Some(p), IdStatus::Active) => {
+                            let matched = self.ctx.biometrics.matches(p, &templates).map_err(
+                                |e| match e {
+                                    ProbeError::Invalid(m) => {
+                                        errors::invalid(format!("probe: {m}"))
+                                    }
+                                    ProbeError::NoTemplate(_) => errors::with_reason(
+                                        Code::FailedPrecondition,
+                                        "NO_TEMPLATE",
+                                        e.to_string(),
+                                    ),
+                                },
+                            )?;
+                            Some(pb::ProbeResult { matched })
+                        }
+                        _ => None,
+                    };
+                pb::VerifyResponse {
+                    status: status_to_pb(identity.status) as i32,
+                    pseudonym: self.ctx.keys.pseudonym(&platform, &identity.id),
+                    facts: Some(facts),
+                    probe,
+                }
+            }
         };
         Ok(Response::new(response))
     }

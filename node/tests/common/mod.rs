@@ -134,6 +134,7 @@ impl TestCluster {
             keys: keys(),
             raft: self.raft.clone(),
             reads: ReadConfig::default(),
+            biometrics: Default::default(),
         }
     }
 
@@ -360,11 +361,26 @@ pub fn enroll_request(request_id: &str, province: &str, document: &str) -> pb::E
         home_province: province.into(),
         document_issuer: province.into(),
         document_number: document.into(),
-        templates: vec![pb::Template {
-            format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
-            model_id: "sface-2021dec".into(),
-            data: vec![7; 512],
-        }],
+        templates: vec![face_template(&synthetic_embedding(document))],
         authority: Some(authority(province)),
     }
+}
+
+/// A face template of model `sface-2021dec` from f32 values.
+pub fn face_template(values: &[f32]) -> pb::Template {
+    pb::Template {
+        format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
+        model_id: "sface-2021dec".into(),
+        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// A 128-dimensional embedding that differs with `seed`.
+pub fn synthetic_embedding(seed: &str) -> Vec<f32> {
+    let s = seed
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    (0..128)
+        .map(|i| ((s as f32) * 0.001 + i as f32 * 0.7).sin())
+        .collect()
 }

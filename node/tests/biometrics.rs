@@ -1,0 +1,145 @@
+//! 1:1 biometric verification through the API, on real data from `../shared/data`: ORL face
+//! embeddings (SFace) and FVC2002 fingerprint minutiae records.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{TestCluster, authority, consistency, face_template, reason_of};
+use quorumid_node::config::RaftSettings;
+use quorumid_proto::v1 as pb;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
+
+/// The ORL embedding of `subject`'s image `image`.
+fn orl(subject: u64, image: u64) -> Vec<f32> {
+    let text = std::fs::read_to_string(shared().join("faces/orl-sface.jsonl")).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["subject"] == subject && v["image"] == image {
+            return v["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+        }
+    }
+    panic!("no ORL embedding for subject {subject} image {image}");
+}
+
+fn fingerprint(name: &str) -> pb::Template {
+    pb::Template {
+        format: pb::TemplateFormat::Iso1979422005 as i32,
+        model_id: "secugen".into(),
+        data: std::fs::read(shared().join("fvc2002/DB4_B").join(name)).unwrap(),
+    }
+}
+
+async fn verify_with(
+    cluster: &TestCluster,
+    id: &str,
+    probe: pb::Template,
+) -> Result<pb::VerifyResponse, tonic::Status> {
+    cluster
+        .verifier(2)
+        .await
+        .verify(pb::VerifyRequest {
+            identity_id: id.into(),
+            platform_id: "bank.example".into(),
+            consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
+            probe: Some(probe),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_match_the_claimed_identity_only() {
+    let cluster = TestCluster::start(3, RaftSettings::default()).await;
+    let mut request = common::enroll_request("bio", "ON", "BIO1");
+    request.templates = vec![face_template(&orl(1, 1)), fingerprint("101_1.iso")];
+    let enrolled = cluster
+        .registry(1)
+        .await
+        .enroll(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let id = enrolled.identity_id;
+
+    let matched = |r: pb::VerifyResponse| r.probe.expect("a probe result").matched;
+    // Same person, another image / impression: a match.
+    assert!(matched(
+        verify_with(&cluster, &id, face_template(&orl(1, 2)))
+            .await
+            .unwrap()
+    ));
+    assert!(matched(
+        verify_with(&cluster, &id, fingerprint("101_2.iso"))
+            .await
+            .unwrap()
+    ));
+    // Another person: no match.
+    assert!(!matched(
+        verify_with(&cluster, &id, face_template(&orl(2, 1)))
+            .await
+            .unwrap()
+    ));
+    assert!(!matched(
+        verify_with(&cluster, &id, fingerprint("102_1.iso"))
+            .await
+            .unwrap()
+    ));
+
+    // A face from another model is never compared.
+    let mut other_model = face_template(&orl(1, 2));
+    other_model.model_id = "arcface".into();
+    let err = verify_with(&cluster, &id, other_model).await.unwrap_err();
+    assert_eq!(reason_of(&err), "NO_TEMPLATE", "{}", err.message());
+
+    // A revoked identity gets no probe result at all: it does not verify.
+    cluster
+        .registry(1)
+        .await
+        .revoke(pb::StatusChangeRequest {
+            request_id: "rev".into(),
+            identity_id: id.clone(),
+            reason: pb::ReasonCode::Fraud as i32,
+            authority: Some(authority("ON")),
+        })
+        .await
+        .unwrap();
+    let answer = verify_with(&cluster, &id, face_template(&orl(1, 2)))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, pb::IdentityStatus::Revoked as i32);
+    assert!(answer.probe.is_none());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_templates_are_refused_at_enrollment() {
+    let cluster = TestCluster::start(3, RaftSettings::default()).await;
+    let mut registry = cluster.registry(1).await;
+    let mut zero_face = common::enroll_request("z", "ON", "Z1");
+    zero_face.templates = vec![face_template(&[0.0; 128])];
+    let err = registry.enroll(zero_face).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("templates[0]"), "{}", err.message());
+
+    let mut truncated = common::enroll_request("t", "ON", "T1");
+    let mut record = fingerprint("101_1.iso");
+    record.data.truncate(record.data.len() - 3);
+    truncated.templates = vec![record];
+    let err = registry.enroll(truncated).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    cluster.shutdown().await;
+}
