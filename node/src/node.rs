@@ -12,7 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::{self, Context};
-use crate::biometrics::Biometrics;
+use crate::biometrics::{Biometrics, FaceIndex};
 use crate::config::NodeConfig;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Faults, MAX_RAFT_MESSAGE, Network, Peers};
@@ -57,7 +57,12 @@ impl Node {
         let store = Store::open(&config.data_dir.join("db"))
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let log_store = LogStore::new(store.clone());
-        let state_machine = StateMachine::open(store.clone(), &config.data_dir.join("snapshots"))?;
+        let faces = Arc::new(FaceIndex::default());
+        let state_machine = StateMachine::open(
+            store.clone(),
+            &config.data_dir.join("snapshots"),
+            Some(faces.clone()),
+        )?;
         let faults = Faults::default();
         let peers = Peers::new(faults.clone());
         let raft = Raft::new(
@@ -85,7 +90,14 @@ impl Node {
             );
         }
 
-        let writer = Arc::new(Writer::new(config.node_id, raft.clone(), peers.clone()));
+        let biometrics = Arc::new(Biometrics::new(config.biometrics.clone(), faces));
+        let writer = Arc::new(Writer::new(
+            config.node_id,
+            raft.clone(),
+            peers.clone(),
+            biometrics.clone(),
+            StateReader::new(store.clone()),
+        ));
         let freshness = Freshness::start(
             config.node_id,
             raft.clone(),
@@ -100,7 +112,7 @@ impl Node {
             freshness,
             state: StateReader::new(store),
             keys,
-            biometrics: Biometrics::new(config.biometrics.clone()),
+            biometrics,
         });
 
         let (stop, stopped) = watch::channel(false);

@@ -4,19 +4,24 @@
 //! already hashed) to the leader's Raft port. The leader does the work that is not
 //! deterministic before proposing (DESIGN.md 4): it draws the new identity id, reads its
 //! clock and fingerprints the request. Retries are safe: the state machine answers a known
-//! `request_id` with its first result.
+//! `request_id` with its first result. Enrollments with a face are searched against every
+//! enrolled face first (1:N de-dup), one at a time.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use quorumid_proto::v1::RaftPayload;
 use serde::{Deserialize, Serialize};
 
+use crate::biometrics::Biometrics;
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::{Peers, call_peer};
+use crate::raft::state_machine::StateReader;
 use crate::raft::{NodeId, Raft};
-use crate::registry::{Command, IdentityId, Proposal, Request, Response};
+use crate::registry::{
+    Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, TemplateFormat,
+};
 
 /// How long a forwarded write may take at the leader (commit needs a quorum's fsync).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +44,8 @@ pub enum WriteError {
     },
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("the leader could not read its state: {0}")]
+    Unavailable(String),
 }
 
 /// Submits writes from this node.
@@ -46,14 +53,28 @@ pub struct Writer {
     node_id: NodeId,
     raft: Raft,
     peers: Arc<Peers>,
+    biometrics: Arc<Biometrics>,
+    state: StateReader,
+    /// Serialises enrollments that carry faces on the leader, so each one's de-dup search
+    /// sees every earlier one applied.
+    enrolling: tokio::sync::Mutex<()>,
 }
 
 impl Writer {
-    pub fn new(node_id: NodeId, raft: Raft, peers: Arc<Peers>) -> Writer {
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        peers: Arc<Peers>,
+        biometrics: Arc<Biometrics>,
+        state: StateReader,
+    ) -> Writer {
         Writer {
             node_id,
             raft,
             peers,
+            biometrics,
+            state,
+            enrolling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -66,8 +87,48 @@ impl Writer {
         }
     }
 
-    /// Leader only: completes `request` into a command and proposes it.
+    /// Leader only: completes `request` into a command and proposes it. An enrollment
+    /// with a face is first searched against every enrolled face (1:N de-dup).
     pub async fn propose(&self, request: Request) -> Result<Response, WriteError> {
+        let faces = match &request.proposal {
+            Proposal::Enroll { templates, .. } => templates
+                .iter()
+                .any(|t| t.format == TemplateFormat::FaceEmbeddingF32)
+                .then_some(templates),
+            Proposal::ChangeStatus { .. } => None,
+        };
+        let Some(templates) = faces else {
+            return self.complete_and_propose(request).await;
+        };
+        let _one_at_a_time = self.enrolling.lock().await;
+        // Apply everything committed before searching: the index follows the applied state.
+        let read = self.raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => {
+                WriteError::LeaderChanged {
+                    leader_id: to.leader_id,
+                    leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
+                }
+            }
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
+            RaftError::Fatal(_) => WriteError::ShuttingDown,
+        })?;
+        // A retry of an applied enrollment would find its own face: let `apply` answer it
+        // with the first result instead.
+        let retry = self
+            .state
+            .request(&request.request_id)
+            .map_err(|e| WriteError::Unavailable(e.to_string()))?
+            .is_some_and(|seen| seen.fingerprint == request.fingerprint());
+        if !retry && self.biometrics.duplicate_face(templates) {
+            return Ok(Response {
+                outcome: Outcome::Rejected(Rejection::DuplicateFace),
+                log_index: read.map_or(0, |l| l.index),
+            });
+        }
+        self.complete_and_propose(request).await
+    }
+
+    async fn complete_and_propose(&self, request: Request) -> Result<Response, WriteError> {
         let new_identity = match request.proposal {
             Proposal::Enroll { .. } => Some(IdentityId::from_random(rand::random())),
             Proposal::ChangeStatus { .. } => None,

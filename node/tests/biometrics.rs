@@ -143,3 +143,65 @@ async fn malformed_templates_are_refused_at_enrollment() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_identity_with_an_enrolled_face_is_refused_by_any_leader() {
+    let mut cluster = TestCluster::start(3, RaftSettings::default()).await;
+    let enroll = |request_id: &'static str, document: &'static str, face: Vec<f32>| {
+        let mut request = common::enroll_request(request_id, "ON", document);
+        request.templates = vec![face_template(&face)];
+        request
+    };
+    let mut registry = cluster.registry(1).await;
+    registry
+        .enroll(enroll("a", "DOC-A", orl(1, 1)))
+        .await
+        .expect("first enrollment");
+    // The same person with another document: refused, and the rule is named.
+    let err = registry
+        .enroll(enroll("b", "DOC-B", orl(1, 2)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC", "{}", err.message());
+    // Another person: accepted.
+    registry
+        .enroll(enroll("c", "DOC-C", orl(2, 1)))
+        .await
+        .expect("another person");
+
+    // Every node keeps the face index: a new leader refuses the same person too, and so
+    // does one whose index was rebuilt from its data at restart.
+    let first_leader = cluster.wait_for_leader().await;
+    cluster.stop(first_leader).await;
+    let second_leader = cluster.wait_for_leader().await;
+    let err = cluster
+        .registry(second_leader)
+        .await
+        .enroll(enroll("d", "DOC-D", orl(1, 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC");
+    cluster.restart(first_leader).await;
+    cluster.wait_for_leader().await;
+    let status = cluster.status(second_leader).await;
+    cluster.converged(status.applied_index).await;
+    for node in cluster.nodes.values() {
+        assert_eq!(
+            node.ctx.biometrics.faces.len(),
+            2,
+            "node {} indexes both faces",
+            node.id
+        );
+    }
+    cluster.stop(second_leader).await;
+    let third_leader = cluster.wait_for_leader().await;
+    let err = cluster
+        .registry(third_leader)
+        .await
+        .enroll(enroll("e", "DOC-E", orl(1, 4)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC");
+    cluster.shutdown().await;
+}

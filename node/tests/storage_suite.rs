@@ -13,7 +13,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Store::open(&dir.path().join("db")).expect("open RocksDB");
-        let state_machine = StateMachine::open(store.clone(), &dir.path().join("snapshots"))?;
+        let state_machine = StateMachine::open(store.clone(), &dir.path().join("snapshots"), None)?;
         Ok((dir, LogStore::new(store), state_machine))
     }
 }

@@ -66,6 +66,14 @@ pub fn rejection(r: &Rejection, log_index: u64) -> Status {
                 "an identity is already enrolled for this document (rule: unique document key) {at}"
             ),
         ),
+        Rejection::DuplicateFace => with_reason(
+            Code::AlreadyExists,
+            "DUPLICATE_BIOMETRIC",
+            format!(
+                "an enrolled identity's face matches this face (rule: biometric de-dup, face; \
+                 searched at log index {log_index})"
+            ),
+        ),
         Rejection::UnknownIdentity => with_reason(
             Code::NotFound,
             "UNKNOWN_IDENTITY",
@@ -118,6 +126,7 @@ pub fn write(e: WriteError) -> Status {
             leader_api_addr,
         } => leader_hint(e.to_string(), *leader_id, leader_api_addr),
         WriteError::ShuttingDown => with_reason(Code::Unavailable, "SHUTTING_DOWN", e.to_string()),
+        WriteError::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 

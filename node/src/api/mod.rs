@@ -54,7 +54,7 @@ pub struct Context {
     pub freshness: Arc<Freshness>,
     pub state: StateReader,
     pub keys: ClusterKeys,
-    pub biometrics: Biometrics,
+    pub biometrics: Arc<Biometrics>,
 }
 
 impl Context {

@@ -112,6 +112,15 @@ fn state_err(e: impl fmt::Display) -> StateError {
     StateError(e.to_string())
 }
 
+/// Told about state changes that something outside the state machine keeps in step with
+/// (the face index). Called after the changes are written, never from `registry::apply`.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// An identity's templates were stored.
+    fn templates_applied(&self, id: &IdentityId, templates: &[Template]);
+    /// The whole state changed (node start, snapshot installed): rebuild from `state`.
+    fn state_replaced(&self, state: &StateReader) -> Result<(), StateError>;
+}
+
 /// Read-only access to the applied registry state, for the API.
 #[derive(Clone)]
 pub struct StateReader {
@@ -140,6 +149,30 @@ impl StateReader {
             "templates",
         )?
         .unwrap_or_default())
+    }
+
+    /// The remembered request under `request_id`, if any.
+    pub fn request(&self, request_id: &str) -> Result<Option<RequestRecord>, StateError> {
+        read_record(
+            &self.store,
+            Cf::Requests,
+            request_id.as_bytes(),
+            "request record",
+        )
+    }
+
+    /// Calls `f` with every identity's templates.
+    pub fn for_each_templates(
+        &self,
+        mut f: impl FnMut(IdentityId, Vec<Template>),
+    ) -> Result<(), StateError> {
+        let db = self.store.db();
+        for item in db.iterator_cf(self.store.cf(Cf::Templates), IteratorMode::Start) {
+            let (key, value) = item.map_err(state_err)?;
+            let id = IdentityId::parse(&String::from_utf8_lossy(&key)).map_err(state_err)?;
+            f(id, decode("templates", &value).map_err(state_err)?);
+        }
+        Ok(())
     }
 
     /// The state digest and the applied log id it belongs to, read atomically.
@@ -410,6 +443,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The registry state machine of one node.
 pub struct StateMachine {
     store: Arc<Store>,
+    observer: Option<Arc<dyn ApplyObserver>>,
     files: Arc<SnapshotFiles>,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -417,8 +451,13 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine over `store`; snapshot files go in `snapshot_dir`.
-    pub fn open(store: Arc<Store>, snapshot_dir: &Path) -> Result<StateMachine, StorageError> {
+    /// Opens the state machine over `store`; snapshot files go in `snapshot_dir`. The
+    /// observer, if any, is brought in step with the stored state before this returns.
+    pub fn open(
+        store: Arc<Store>,
+        snapshot_dir: &Path,
+        observer: Option<Arc<dyn ApplyObserver>>,
+    ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| snapshot_err(None, e))?;
         let meta = |key| store.get(Cf::SmMeta, key).map_err(sm_read_err);
         let applied = match meta(APPLIED)? {
@@ -443,8 +482,14 @@ impl StateMachine {
         {
             *files.current.lock().expect("fresh lock") = file.meta.last_log_id;
         }
+        if let Some(observer) = &observer {
+            observer
+                .state_replaced(&StateReader::new(store.clone()))
+                .map_err(sm_read_err)?;
+        }
         Ok(StateMachine {
             store,
+            observer,
             files: Arc::new(files),
             applied,
             membership,
@@ -476,6 +521,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut applied = self.applied;
         let mut membership = None;
+        let mut stored_templates = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
             let response = match entry.payload {
@@ -487,6 +533,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let (response, changes) = registry::apply(&staged, index, &command)
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
                     for change in changes {
+                        if let (Some(_), Change::PutTemplates(id, templates)) =
+                            (&self.observer, &change)
+                        {
+                            stored_templates.push((id.clone(), templates.clone()));
+                        }
                         staged
                             .stage(change)
                             .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
@@ -516,6 +567,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Not synced: the synced log replays anything lost. (Purge is synced and shares the
         // WAL, so nothing applied is lost once the log behind it is gone.)
         self.store.db().write(batch).map_err(sm_write_err)?;
+        if let Some(observer) = &self.observer {
+            for (id, templates) in &stored_templates {
+                observer.templates_applied(id, templates);
+            }
+        }
         Ok(responses)
     }
 
@@ -558,6 +614,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.files
             .replace_current(meta.last_log_id, &bytes)
             .map_err(|e| snapshot_err(Some(meta), e))?;
+        if let Some(observer) = &self.observer {
+            observer
+                .state_replaced(&StateReader::new(self.store.clone()))
+                .map_err(sm_read_err)?;
+        }
         Ok(())
     }
 

@@ -73,6 +73,9 @@ pub struct Command {
 pub enum Rejection {
     /// Another identity holds this document.
     DuplicateDocument,
+    /// An enrolled identity's face matches the enrolling face. Decided by the leader's 1:N
+    /// search before proposing (not by `apply`, which does no approximate look-ups).
+    DuplicateFace,
     /// The identity does not exist.
     UnknownIdentity,
     /// The status change is not allowed from the current status.

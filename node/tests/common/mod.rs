@@ -375,12 +375,20 @@ pub fn face_template(values: &[f32]) -> pb::Template {
     }
 }
 
-/// A 128-dimensional embedding that differs with `seed`.
+/// A pseudo-random 512-dimensional embedding drawn from `seed`: two different seeds give
+/// nearly orthogonal vectors (cosine about N(0, 0.044)), far below the de-dup threshold.
 pub fn synthetic_embedding(seed: &str) -> Vec<f32> {
-    let s = seed
-        .bytes()
-        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    (0..128)
-        .map(|i| ((s as f32) * 0.001 + i as f32 * 0.7).sin())
+    let mut state = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    (0..512)
+        .map(|_| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let x = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
         .collect()
 }

@@ -1,6 +1,11 @@
 //! Biometric checks on the node, built on `quorumid-biometrics`: strict validation of the
 //! templates an enrollment carries, and the 1:1 match of a verification probe against the
 //! claimed identity's enrolled templates (DESIGN.md 6). The match is local and not recorded.
+//! `index` holds every enrolled face for the leader's 1:N de-dup search before enrollment.
+
+mod index;
+
+pub use index::FaceIndex;
 
 use quorumid_biometrics::face::{Embedding, FaceTemplate, ModelId};
 use quorumid_biometrics::fingerprint::FingerRecord;
@@ -17,6 +22,9 @@ pub struct Thresholds {
     pub face: f32,
     /// MCC score. Default: the highest of the four FVC2002 thresholds for FMR 1e-3.
     pub fingerprint: f32,
+    /// Cosine above which an enrolling face is taken for an already enrolled person (1:N
+    /// de-dup). Default: FMR 1e-4 on ORL, stricter than 1:1 since it is tried against all.
+    pub dedup_face: f32,
 }
 
 impl Default for Thresholds {
@@ -24,6 +32,7 @@ impl Default for Thresholds {
         Thresholds {
             face: 0.393,
             fingerprint: 0.033,
+            dedup_face: 0.438,
         }
     }
 }
@@ -41,14 +50,22 @@ pub enum ProbeError {
 pub struct Biometrics {
     thresholds: Thresholds,
     matcher: Matcher,
+    /// Every enrolled face, kept in step with the applied state by the state machine.
+    pub faces: std::sync::Arc<FaceIndex>,
 }
 
 impl Biometrics {
-    pub fn new(thresholds: Thresholds) -> Biometrics {
+    pub fn new(thresholds: Thresholds, faces: std::sync::Arc<FaceIndex>) -> Biometrics {
         Biometrics {
             thresholds,
             matcher: Matcher::default(),
+            faces,
         }
+    }
+
+    /// 1:N de-dup: does an enrolling face match any enrolled one?
+    pub fn duplicate_face(&self, templates: &[Template]) -> bool {
+        self.faces.has_match(templates, self.thresholds.dedup_face)
     }
 
     /// Refuses a template that could never be matched, saying why.
@@ -130,7 +147,7 @@ impl Biometrics {
 }
 
 /// An int8 face template from little-endian f32 values; the dimension is the value count.
-fn face(template: &Template) -> Result<FaceTemplate, String> {
+pub(crate) fn face(template: &Template) -> Result<FaceTemplate, String> {
     if !template.data.len().is_multiple_of(4) {
         return Err(format!(
             "a face embedding is little-endian f32 values (a multiple of 4 bytes), got {} bytes",
@@ -161,7 +178,7 @@ mod tests {
 
     #[test]
     fn malformed_templates_are_refused_with_a_reason() {
-        let b = Biometrics::new(Thresholds::default());
+        let b = Biometrics::new(Thresholds::default(), Default::default());
         let odd = Template {
             data: vec![0; 7],
             ..face_template("m", &[1.0])
@@ -184,7 +201,7 @@ mod tests {
 
     #[test]
     fn face_probes_match_their_own_model_only() {
-        let b = Biometrics::new(Thresholds::default());
+        let b = Biometrics::new(Thresholds::default(), Default::default());
         let enrolled = [face_template("sface", &[1.0, 0.1, 0.0])];
         assert!(
             b.matches(&face_template("sface", &[0.9, 0.15, 0.05]), &enrolled)
