@@ -140,8 +140,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let first = nodes[0].config.api_addr.clone();
     let leader = wait_for_leader(&first).await?;
     // Nodes beyond the voters join as learners (a node that already joined keeps its place).
+    let members: Vec<u64> = leader.members.iter().map(|m| m.node_id).collect();
     for node in nodes.iter().skip(VOTERS) {
         let c = &node.config;
+        if members.contains(&c.node_id) {
+            continue;
+        }
         let mut cluster = admin::cluster_client(&leader.leader_api_addr).await?;
         cluster
             .add_learner(pb::AddLearnerRequest {
