@@ -110,20 +110,8 @@ async fn a_learner_added_after_purge_converges_through_a_snapshot() {
     .await;
 
     let learner = cluster.start_new_node().await;
-    let m = cluster.member(learner);
     let started = std::time::Instant::now();
-    cluster
-        .cluster(leader)
-        .await
-        .add_learner(pb::AddLearnerRequest {
-            node_id: learner,
-            province: m.province,
-            api_addr: m.api_addr,
-            raft_addr: m.raft_addr,
-            wait_caught_up: true,
-        })
-        .await
-        .expect("add learner");
+    cluster.add_learner(leader, learner).await;
     let digest = cluster.converged(last).await;
     eprintln!(
         "learner converged in {:?} (digest {digest})",
@@ -174,18 +162,8 @@ async fn promote_a_learner_and_remove_a_voter_under_load() {
     });
 
     let learner = cluster.start_new_node().await;
-    let m = cluster.member(learner);
+    cluster.add_learner(leader, learner).await;
     let mut admin = cluster.cluster(leader).await;
-    admin
-        .add_learner(pb::AddLearnerRequest {
-            node_id: learner,
-            province: m.province,
-            api_addr: m.api_addr,
-            raft_addr: m.raft_addr,
-            wait_caught_up: true,
-        })
-        .await
-        .expect("add learner");
     use pb::change_membership_request::Change;
     admin
         .change_membership(pb::ChangeMembershipRequest {

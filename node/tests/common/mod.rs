@@ -150,6 +150,22 @@ impl TestCluster {
         id
     }
 
+    /// Adds node `learner` as a learner through `leader` and waits until it caught up.
+    pub async fn add_learner(&self, leader: u64, learner: u64) {
+        let m = self.member(learner);
+        self.cluster(leader)
+            .await
+            .add_learner(pb::AddLearnerRequest {
+                node_id: learner,
+                province: m.province,
+                api_addr: m.api_addr,
+                raft_addr: m.raft_addr,
+                wait_caught_up: true,
+            })
+            .await
+            .expect("add learner");
+    }
+
     pub fn member(&self, id: u64) -> MemberConfig {
         member_of(&self.configs[&id])
     }
