@@ -70,7 +70,13 @@ async fn main() -> ExitCode {
             init_logging();
             dev::run(options).await
         }
-        Command::Admin(options) => admin::run(options).await,
+        Command::Admin(options) => {
+            // Like other command-line tools, end quietly when the reader of our output
+            // goes away (`... | head`) instead of failing on a broken pipe.
+            // SAFETY: called before any other thread writes to stdout; restores the default.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            admin::run(options).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
