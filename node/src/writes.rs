@@ -23,8 +23,9 @@ use crate::registry::{
     Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, TemplateFormat,
 };
 
-/// How long a forwarded write may take at the leader (commit needs a quorum's fsync).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a step of a write may take: forwarding it, or confirming leadership before the
+/// de-dup search (a commit needs a quorum's fsync).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a write got no result. Every case is safe to retry with the same `request_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -102,16 +103,19 @@ impl Writer {
         };
         let _one_at_a_time = self.enrolling.lock().await;
         // Apply everything committed before searching: the index follows the applied state.
-        let read = self.raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => {
-                WriteError::LeaderChanged {
-                    leader_id: to.leader_id,
-                    leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
+        let read = tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| WriteError::NoLeader)?
+            .map_err(|e| match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => {
+                    WriteError::LeaderChanged {
+                        leader_id: to.leader_id,
+                        leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
+                    }
                 }
-            }
-            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
-            RaftError::Fatal(_) => WriteError::ShuttingDown,
-        })?;
+                RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
+                RaftError::Fatal(_) => WriteError::ShuttingDown,
+            })?;
         // A retry of an applied enrollment would find its own face: let `apply` answer it
         // with the first result instead.
         let retry = self
@@ -181,7 +185,7 @@ impl Writer {
         let payload = RaftPayload {
             payload: encode(&request),
         };
-        let answer = call_peer(leader, FORWARD_TIMEOUT, client.forward(payload))
+        let answer = call_peer(leader, WRITE_TIMEOUT, client.forward(payload))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         decode::<Result<Response, WriteError>>("forwarded write answer", &answer.payload)
