@@ -29,6 +29,8 @@ enum Command {
     Dev(dev::DevOptions),
     /// Operator commands against a running cluster.
     Admin(admin::AdminOptions),
+    /// Face thresholds for the `[biometrics]` configuration, from labelled embeddings.
+    Calibrate(quorumid_node::biometrics::calibrate::CalibrateOptions),
 }
 
 fn init_logging() {
@@ -70,6 +72,7 @@ async fn main() -> ExitCode {
             init_logging();
             dev::run(options).await
         }
+        Command::Calibrate(options) => quorumid_node::biometrics::calibrate::run(options),
         Command::Admin(options) => {
             // Like other command-line tools, end quietly when the reader of our output
             // goes away (`... | head`) instead of failing on a broken pipe.

@@ -3,6 +3,7 @@
 //! claimed identity's enrolled templates (DESIGN.md 6). The match is local and not recorded.
 //! `index` holds every enrolled face for the leader's 1:N de-dup search before enrollment.
 
+pub mod calibrate;
 mod index;
 
 pub use index::FaceIndex;
