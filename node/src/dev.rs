@@ -221,14 +221,12 @@ async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
             && let Ok(status) = cluster.status(pb::StatusRequest {}).await
         {
             let status = status.into_inner();
-            if let Some(leader) = status.leader_id {
+            if status.leader_id.is_some() {
                 let mut leader_client = admin::cluster_client(&status.leader_api_addr).await?;
-                let mut s = leader_client
+                return Ok(leader_client
                     .status(pb::StatusRequest {})
                     .await?
-                    .into_inner();
-                s.node_id = leader;
-                return Ok(s);
+                    .into_inner());
             }
         }
         if tokio::time::Instant::now() > deadline {

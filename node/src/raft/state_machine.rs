@@ -96,6 +96,44 @@ impl fmt::Debug for StateDigest {
     }
 }
 
+/// What the state machine records beside the state: the applied log id, the membership it
+/// applied last, and the state digest. Written with every apply batch, read together.
+#[derive(Clone, Default)]
+struct AppliedMeta {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    digest: StateDigest,
+}
+
+impl AppliedMeta {
+    /// Reads the three records through `get` (the database, or one of its snapshots).
+    fn read(
+        get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+    ) -> Result<AppliedMeta, SnapshotError> {
+        fn field<T: serde::de::DeserializeOwned + Default>(
+            bytes: Option<Vec<u8>>,
+            what: &'static str,
+        ) -> Result<T, SnapshotError> {
+            Ok(match bytes {
+                Some(b) => decode(what, &b)?,
+                None => T::default(),
+            })
+        }
+        Ok(AppliedMeta {
+            applied: field(get(APPLIED)?, "applied log id")?,
+            membership: field(get(MEMBERSHIP)?, "membership")?,
+            digest: field(get(DIGEST)?, "state digest")?,
+        })
+    }
+
+    fn write(&self, store: &Store, batch: &mut WriteBatch) {
+        let cf = store.cf(Cf::SmMeta);
+        batch.put_cf(cf, APPLIED, encode(&self.applied));
+        batch.put_cf(cf, MEMBERSHIP, encode(&self.membership));
+        batch.put_cf(cf, DIGEST, encode(&self.digest));
+    }
+}
+
 fn request_time_key(at_unix_ms: u64, request_id: &str) -> Vec<u8> {
     let mut key = at_unix_ms.to_be_bytes().to_vec();
     key.extend_from_slice(request_id.as_bytes());
@@ -177,17 +215,10 @@ impl StateReader {
 
     /// The state digest and the applied log id it belongs to, read atomically.
     pub fn digest(&self) -> Result<(Option<LogId>, StateDigest), StateError> {
-        let snapshot = self.store.db().snapshot();
+        let view = self.store.db().snapshot();
         let cf = self.store.cf(Cf::SmMeta);
-        let applied = match snapshot.get_cf(cf, APPLIED).map_err(state_err)? {
-            Some(b) => decode("applied log id", &b).map_err(state_err)?,
-            None => None,
-        };
-        let digest = match snapshot.get_cf(cf, DIGEST).map_err(state_err)? {
-            Some(b) => decode("state digest", &b).map_err(state_err)?,
-            None => StateDigest::default(),
-        };
-        Ok((applied, digest))
+        let meta = AppliedMeta::read(|key| view.get_cf(cf, key)).map_err(state_err)?;
+        Ok((meta.applied, meta.digest))
     }
 }
 
@@ -445,9 +476,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     observer: Option<Arc<dyn ApplyObserver>>,
     files: Arc<SnapshotFiles>,
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    digest: StateDigest,
+    meta: AppliedMeta,
 }
 
 impl StateMachine {
@@ -459,19 +488,7 @@ impl StateMachine {
         observer: Option<Arc<dyn ApplyObserver>>,
     ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| snapshot_err(None, e))?;
-        let meta = |key| store.get(Cf::SmMeta, key).map_err(sm_read_err);
-        let applied = match meta(APPLIED)? {
-            Some(b) => decode("applied log id", &b).map_err(sm_read_err)?,
-            None => None,
-        };
-        let membership = match meta(MEMBERSHIP)? {
-            Some(b) => decode("membership", &b).map_err(sm_read_err)?,
-            None => StoredMembership::default(),
-        };
-        let digest = match meta(DIGEST)? {
-            Some(b) => decode("state digest", &b).map_err(sm_read_err)?,
-            None => StateDigest::default(),
-        };
+        let meta = AppliedMeta::read(|key| store.get(Cf::SmMeta, key)).map_err(sm_read_err)?;
         let files = SnapshotFiles {
             dir: snapshot_dir.to_path_buf(),
             counter: AtomicU64::new(0),
@@ -491,17 +508,8 @@ impl StateMachine {
             store,
             observer,
             files: Arc::new(files),
-            applied,
-            membership,
-            digest,
+            meta,
         })
-    }
-
-    fn meta_batch(&self, batch: &mut WriteBatch) {
-        let cf = self.store.cf(Cf::SmMeta);
-        batch.put_cf(cf, APPLIED, encode(&self.applied));
-        batch.put_cf(cf, MEMBERSHIP, encode(&self.membership));
-        batch.put_cf(cf, DIGEST, encode(&self.digest));
     }
 }
 
@@ -509,7 +517,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.applied, self.membership.clone()))
+        Ok((self.meta.applied, self.meta.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
@@ -517,9 +525,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut staged = Staged::new(&self.store, self.digest);
+        let mut staged = Staged::new(&self.store, self.meta.digest);
         let mut responses = Vec::new();
-        let mut applied = self.applied;
+        let mut applied = self.meta.applied;
         let mut membership = None;
         let mut stored_templates = Vec::new();
         for entry in entries {
@@ -558,12 +566,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Staged {
             mut batch, digest, ..
         } = staged;
-        self.applied = applied;
+        self.meta.applied = applied;
         if let Some(m) = membership {
-            self.membership = m;
+            self.meta.membership = m;
         }
-        self.digest = digest;
-        self.meta_batch(&mut batch);
+        self.meta.digest = digest;
+        self.meta.write(&self.store, &mut batch);
         // Not synced: the synced log replays anything lost. (Purge is synced and shares the
         // WAL, so nothing applied is lost once the log behind it is gone.)
         self.store.db().write(batch).map_err(sm_write_err)?;
@@ -603,10 +611,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let cf = Cf::from_tag(*tag).expect("tags were checked when decoding");
             batch.put_cf(self.store.cf(cf), key, value);
         }
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.digest = file.digest;
-        self.meta_batch(&mut batch);
+        self.meta.applied = meta.last_log_id;
+        self.meta.membership = meta.last_membership.clone();
+        self.meta.digest = file.digest;
+        self.meta.write(&self.store, &mut batch);
         self.store
             .db()
             .write_opt(batch, &synced())
@@ -647,18 +655,11 @@ impl SnapshotBuilder {
         let db = self.store.db();
         let view = db.snapshot();
         let meta_cf = self.store.cf(Cf::SmMeta);
-        let applied: Option<LogId> = match view.get_cf(meta_cf, APPLIED)? {
-            Some(b) => decode("applied log id", &b)?,
-            None => None,
-        };
-        let membership: StoredMembership = match view.get_cf(meta_cf, MEMBERSHIP)? {
-            Some(b) => decode("membership", &b)?,
-            None => StoredMembership::default(),
-        };
-        let digest: StateDigest = match view.get_cf(meta_cf, DIGEST)? {
-            Some(b) => decode("state digest", &b)?,
-            None => StateDigest::default(),
-        };
+        let AppliedMeta {
+            applied,
+            membership,
+            digest,
+        } = AppliedMeta::read(|key| view.get_cf(meta_cf, key))?;
         let mut records = Vec::new();
         for cf in Cf::STATE {
             let mut options = ReadOptions::default();
