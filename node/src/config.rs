@@ -23,10 +23,32 @@
 //! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
 //! face = 0.393
 //! fingerprint = 0.033
+//!
+//! [telemetry]                          # see telemetry/config.rs; all optional
+//! otlp_endpoint = "http://otel-collector:4317"
+//! sample_ratio = 0.1
+//! metrics_listen = "0.0.0.0:9100"
 //! ```
 //! Environment overrides: `QUORUMID_NODE_ID`, `QUORUMID_PROVINCE`, `QUORUMID_DATA_DIR`,
 //! `QUORUMID_API_ADDR`, `QUORUMID_RAFT_ADDR`, `QUORUMID_BOOTSTRAP`, and the two keys.
+//!
+//! On Kubernetes every pod of a province's StatefulSet reads the same file; what differs per
+//! pod follows from its ordinal (`QUORUMID_POD_INDEX`, from the pod label
+//! `apps.kubernetes.io/pod-index`):
+//!
+//! ```toml
+//! api_addr = "http://on-quorumid-{ordinal}.on-quorumid-peers.quorumid.svc:7100"
+//! raft_addr = "http://on-quorumid-{ordinal}.on-quorumid-peers.quorumid.svc:7200"
+//!
+//! [membership]
+//! node_id_base = 100     # node_id = node_id_base + ordinal (leave node_id out)
+//! seed = true            # pod 0 of this province initialises a new cluster (one province only)
+//! join = ["http://on-quorumid-peers.quorumid.svc:7100"]   # nodes to ask for AddLearner
+//! ```
+//! Overrides: `QUORUMID_POD_INDEX`, `QUORUMID_NODE_ID_BASE`, `QUORUMID_SEED`, and
+//! `QUORUMID_JOIN` (comma-separated addresses). See `join.rs` for what a node does with them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,10 +60,13 @@ use crate::biometrics::Thresholds;
 use crate::raft::{NodeId, NodeInfo};
 use crate::reads::ReadSettings;
 use crate::registry::ClusterKeys;
+use crate::telemetry::TelemetryConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// 0 (or absent) when it follows from `membership.node_id_base` and the pod ordinal.
+    #[serde(default)]
     pub node_id: NodeId,
     pub province: String,
     pub data_dir: PathBuf,
@@ -54,6 +79,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub initial_members: Vec<MemberConfig>,
     #[serde(default)]
+    pub membership: MembershipConfig,
+    #[serde(default)]
     pub keys: KeysConfig,
     #[serde(default)]
     pub raft: RaftSettings,
@@ -61,6 +88,8 @@ pub struct NodeConfig {
     pub reads: ReadConfig,
     #[serde(default)]
     pub biometrics: Thresholds,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,6 +110,26 @@ impl MemberConfig {
         }
     }
 }
+
+/// How a node without data becomes a member, and how a StatefulSet pod's node id and
+/// addresses follow from its ordinal.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// The pod ordinal (`QUORUMID_POD_INDEX`); replaces `{ordinal}` in the two addresses.
+    pub pod_index: Option<u64>,
+    /// With a pod ordinal: `node_id = node_id_base + ordinal`.
+    pub node_id_base: Option<NodeId>,
+    /// This node's province is the seed: its pod 0 (or the node itself, without an ordinal)
+    /// initialises a new cluster of itself when it has no data and no join address answers
+    /// for an existing cluster.
+    pub seed: bool,
+    /// API addresses to ask to add this node as a learner when it has no data.
+    pub join: Vec<String>,
+}
+
+/// The placeholder for the pod ordinal in `api_addr` and `raft_addr`.
+const ORDINAL: &str = "{ordinal}";
 
 /// The cluster secrets, as 64 hex characters each. Every node must hold the same ones.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -156,6 +205,7 @@ impl NodeConfig {
         let mut config: NodeConfig = toml::from_str(&text)
             .with_context(|| format!("parsing config file {}", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.resolve_ordinal()?;
         config.check()?;
         Ok(config)
     }
@@ -181,6 +231,27 @@ impl NodeConfig {
         if let Some(v) = var("QUORUMID_BOOTSTRAP") {
             self.bootstrap = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Some(v) = var("QUORUMID_POD_INDEX") {
+            self.membership.pod_index = Some(v.trim().parse().with_context(|| {
+                format!("QUORUMID_POD_INDEX must be a pod ordinal (0, 1, ...), got {v:?}")
+            })?);
+        }
+        if let Some(v) = var("QUORUMID_NODE_ID_BASE") {
+            self.membership.node_id_base = Some(v.trim().parse().with_context(|| {
+                format!("QUORUMID_NODE_ID_BASE must be a positive integer, got {v:?}")
+            })?);
+        }
+        if let Some(v) = var("QUORUMID_SEED") {
+            self.membership.seed = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = var("QUORUMID_JOIN") {
+            self.membership.join = v
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = var("QUORUMID_DOCUMENT_KEY") {
             self.keys.document_key = Some(v);
         }
@@ -190,9 +261,91 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Derives the node id and the addresses from the pod ordinal, where configured.
+    pub fn resolve_ordinal(&mut self) -> anyhow::Result<()> {
+        let m = &self.membership;
+        let templated = self.api_addr.contains(ORDINAL) || self.raft_addr.contains(ORDINAL);
+        let Some(ordinal) = m.pod_index else {
+            if templated {
+                bail!(
+                    "api_addr or raft_addr contains {ORDINAL}, but no pod ordinal is set \
+                     (QUORUMID_POD_INDEX or membership.pod_index)"
+                );
+            }
+            if m.node_id_base.is_some() {
+                bail!("membership.node_id_base is set, but no pod ordinal (QUORUMID_POD_INDEX)");
+            }
+            return Ok(());
+        };
+        if let Some(base) = m.node_id_base {
+            if self.node_id != 0 {
+                bail!(
+                    "set either node_id ({}) or membership.node_id_base ({base}) with a pod \
+                     ordinal, not both",
+                    self.node_id
+                );
+            }
+            self.node_id = base
+                .checked_add(ordinal)
+                .context("membership.node_id_base + pod ordinal does not fit a node id")?;
+        }
+        let ordinal = ordinal.to_string();
+        self.api_addr = self.api_addr.replace(ORDINAL, &ordinal);
+        self.raft_addr = self.raft_addr.replace(ORDINAL, &ordinal);
+        Ok(())
+    }
+
+    /// Whether this node initialises a new cluster when it has no data: `bootstrap`, or the
+    /// seed rule (pod 0 of the seed province).
+    pub fn initialises(&self) -> bool {
+        self.bootstrap || (self.membership.seed && self.membership.pod_index.unwrap_or(0) == 0)
+    }
+
+    /// The voters a new cluster starts with: `initial_members`, or this node alone.
+    pub fn initial_membership(&self) -> BTreeMap<NodeId, NodeInfo> {
+        if self.initial_members.is_empty() {
+            return BTreeMap::from([(self.node_id, self.info())]);
+        }
+        self.initial_members
+            .iter()
+            .map(|m| (m.node_id, m.info()))
+            .collect()
+    }
+
     pub fn check(&self) -> anyhow::Result<()> {
         if self.node_id == 0 {
-            bail!("node_id must be positive");
+            bail!(
+                "node_id must be positive (set node_id, or membership.node_id_base with a pod \
+                 ordinal)"
+            );
+        }
+        for (field, value) in [("api_addr", &self.api_addr), ("raft_addr", &self.raft_addr)] {
+            if value.contains(ORDINAL) {
+                bail!("{field} still contains {ORDINAL}: no pod ordinal was applied");
+            }
+        }
+        if self
+            .membership
+            .join
+            .iter()
+            .any(|a| a.parse::<http::Uri>().is_err())
+        {
+            bail!(
+                "membership.join must list API addresses like http://host:7100, got {:?}",
+                self.membership.join
+            );
+        }
+        if self.initialises()
+            && !self.initial_members.is_empty()
+            && !self
+                .initial_members
+                .iter()
+                .any(|m| m.node_id == self.node_id)
+        {
+            bail!(
+                "this node initialises the cluster, but initial_members does not list it ({})",
+                self.node_id
+            );
         }
         if self.bootstrap
             && !self
@@ -213,6 +366,7 @@ impl NodeConfig {
             bail!("raft.election_timeout_max_ms must be larger than raft.election_timeout_min_ms");
         }
         self.cluster_keys()?;
+        self.telemetry.check()?;
         Ok(())
     }
 
@@ -291,6 +445,93 @@ mod tests {
         assert_eq!(config.node_id, 7);
         assert_eq!(config.province, "QC");
         config.check().unwrap();
+    }
+
+    const POD: &str = r#"
+        province = "ON"
+        data_dir = "/var/lib/quorumid"
+        api_listen = "0.0.0.0:7100"
+        raft_listen = "0.0.0.0:7200"
+        api_addr = "http://on-quorumid-{ordinal}.on-quorumid-peers:7100"
+        raft_addr = "http://on-quorumid-{ordinal}.on-quorumid-peers:7200"
+        [membership]
+        node_id_base = 100
+        [keys]
+        document_key = "0000000000000000000000000000000000000000000000000000000000000001"
+        pseudonym_key = "0000000000000000000000000000000000000000000000000000000000000002"
+    "#;
+
+    fn pod(vars: &[(&str, &str)]) -> anyhow::Result<NodeConfig> {
+        let mut config: NodeConfig = toml::from_str(POD)?;
+        config.apply_env(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })?;
+        config.resolve_ordinal()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_pod_ordinal_gives_the_node_id_and_addresses() {
+        let config = pod(&[("QUORUMID_POD_INDEX", "2")]).unwrap();
+        assert_eq!(config.node_id, 102);
+        assert_eq!(
+            config.api_addr,
+            "http://on-quorumid-2.on-quorumid-peers:7100"
+        );
+        assert_eq!(
+            config.raft_addr,
+            "http://on-quorumid-2.on-quorumid-peers:7200"
+        );
+        assert!(!config.initialises());
+
+        let err = pod(&[]).unwrap_err().to_string();
+        assert!(err.contains("QUORUMID_POD_INDEX"), "{err}");
+        let err = pod(&[("QUORUMID_POD_INDEX", "two")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ordinal"), "{err}");
+        let err = pod(&[("QUORUMID_POD_INDEX", "1"), ("QUORUMID_NODE_ID", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn only_pod_zero_of_the_seed_province_initialises() {
+        let seed0 = pod(&[("QUORUMID_POD_INDEX", "0"), ("QUORUMID_SEED", "true")]).unwrap();
+        assert!(seed0.initialises());
+        assert_eq!(
+            seed0
+                .initial_membership()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![100]
+        );
+        let seed1 = pod(&[("QUORUMID_POD_INDEX", "1"), ("QUORUMID_SEED", "true")]).unwrap();
+        assert!(!seed1.initialises());
+        let other0 = pod(&[("QUORUMID_POD_INDEX", "0")]).unwrap();
+        assert!(!other0.initialises());
+    }
+
+    #[test]
+    fn join_addresses_come_from_the_environment() {
+        let config = pod(&[
+            ("QUORUMID_POD_INDEX", "0"),
+            ("QUORUMID_JOIN", "http://a:7100, http://b:7100,"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.membership.join,
+            vec!["http://a:7100", "http://b:7100"]
+        );
+        let err = pod(&[("QUORUMID_POD_INDEX", "0"), ("QUORUMID_JOIN", "http://a b")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("membership.join"), "{err}");
     }
 
     #[test]

@@ -5,15 +5,18 @@
 //! first three nodes are voters; any further node joins as a learner. Data and generated
 //! keys stay in the directory between runs; `--fresh` starts over. Ctrl-C stops every node.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use quorumid_proto::v1 as pb;
+use quorumid_proto::v1::cluster_client::ClusterClient;
 use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
 
-use crate::admin;
 use crate::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
+use crate::telemetry::TelemetryConfig;
 
 const PROVINCES: [&str; 9] = ["ON", "QC", "BC", "AB", "MB", "SK", "NS", "NB", "NL"];
 const VOTERS: usize = 3;
@@ -90,10 +93,19 @@ fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
                 raft_addr: m.raft_addr,
                 bootstrap: id == 1,
                 initial_members: if id == 1 { voters.clone() } else { Vec::new() },
+                membership: Default::default(),
                 keys: keys.clone(),
                 raft: RaftSettings::default(),
                 reads: ReadConfig::default(),
                 biometrics: Default::default(),
+                // Metrics on base port + 200 + id; no trace export.
+                telemetry: TelemetryConfig {
+                    metrics_listen: Some(SocketAddr::from((
+                        [127, 0, 0, 1],
+                        options.base_port + 200 + id as u16,
+                    ))),
+                    ..TelemetryConfig::default()
+                },
             }
         })
         .collect()
@@ -146,7 +158,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         if members.contains(&c.node_id) {
             continue;
         }
-        let mut cluster = admin::cluster_client(&leader.leader_api_addr).await?;
+        let mut cluster = cluster_client(&leader.leader_api_addr).await?;
         cluster
             .add_learner(pb::AddLearnerRequest {
                 node_id: c.node_id,
@@ -184,12 +196,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         leader.node_id, leader.leader_api_addr
     );
     println!("Try, in another terminal (README.md has the walk-through):");
-    println!("  quorumid-node admin --node {first} status");
-    println!("  quorumid-node admin --node {first} enroll --province ON --document P1234567");
+    let all: Vec<&str> = nodes.iter().map(|n| n.config.api_addr.as_str()).collect();
+    println!("  export QUORUMID_NODES={}", all.join(","));
+    println!("  quorumid cluster status");
+    println!("  quorumid enroll --province ON --document P1234567");
     println!(
         "Restart a killed node with: quorumid-node serve --config {}",
         nodes[0].config_path.display()
     );
+    if let Some(metrics) = nodes[0].config.telemetry.metrics_listen {
+        println!("Metrics: curl http://{metrics}/metrics (node 1; the others follow on)");
+    }
     println!("Ctrl-C stops the cluster.");
 
     tokio::signal::ctrl_c().await?;
@@ -213,16 +230,27 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    let channel = Endpoint::from_shared(addr.to_string())
+        .with_context(|| format!("{addr:?} is not a valid address"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(ClusterClient::new(channel))
+}
+
 /// Polls `addr` until the cluster has a leader, and returns that node's status.
 async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut cluster) = admin::cluster_client(addr).await
+        if let Ok(mut cluster) = cluster_client(addr).await
             && let Ok(status) = cluster.status(pb::StatusRequest {}).await
         {
             let status = status.into_inner();
             if status.leader_id.is_some() {
-                let mut leader_client = admin::cluster_client(&status.leader_api_addr).await?;
+                let mut leader_client = cluster_client(&status.leader_api_addr).await?;
                 return Ok(leader_client
                     .status(pb::StatusRequest {})
                     .await?

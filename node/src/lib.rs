@@ -10,18 +10,23 @@
 //! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
 //! - [`api`]: the public gRPC services (Registry, Verifier, Cluster, health, reflection).
 //! - [`biometrics`]: template checks at enrollment and 1:1 probe matching at verification.
+//! - [`telemetry`]: traces across nodes, Prometheus metrics and log lines, with no personal
+//!   data.
 //! - [`node`]: starts and stops all of the above as one node.
 //! - [`config`]: the node's TOML configuration and environment overrides.
+//! - [`join`]: at start, resume, initialise (the seed rule) or join as a learner.
+//! - [`handover`]: leadership hand-over (TransferLeader, and on SIGTERM).
 //! - [`dev`]: `quorumid-node dev`, a local multi-province cluster of child processes.
-//! - [`admin`]: the small operator CLI (`quorumid-node admin ...`) for the walk-through.
 
-pub mod admin;
 pub mod api;
 pub mod biometrics;
 pub mod config;
 pub mod dev;
+pub mod handover;
+pub mod join;
 pub mod node;
 pub mod raft;
 pub mod reads;
 pub mod registry;
+pub mod telemetry;
 pub mod writes;

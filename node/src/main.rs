@@ -1,11 +1,11 @@
-//! The `quorumid-node` program: `serve` one node, run a local `dev` cluster, or `admin` it.
+//! The `quorumid-node` program: `serve` one node, or run a local `dev` cluster. (The
+//! `quorumid` program of `client/` is the command-line tool for using and operating a cluster.)
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use quorumid_node::{admin, config::NodeConfig, dev, node::Node};
-use tracing_subscriber::EnvFilter;
+use quorumid_node::telemetry::{LogOutput, Telemetry, TelemetryConfig};
+use quorumid_node::{config::NodeConfig, dev, node::Node};
 
 #[derive(Parser)]
 #[command(
@@ -27,28 +27,21 @@ enum Command {
     },
     /// Run a local multi-province cluster on loopback (child processes), until Ctrl-C.
     Dev(dev::DevOptions),
-    /// Operator commands against a running cluster.
-    Admin(admin::AdminOptions),
     /// Face thresholds for the `[biometrics]` configuration, from labelled embeddings.
     Calibrate(quorumid_node::biometrics::calibrate::CalibrateOptions),
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if std::env::var("QUORUMID_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
     let config = NodeConfig::load(&config)?;
+    // Logs on standard error (QUORUMID_LOG_FORMAT=json for JSON lines, RUST_LOG to filter);
+    // spans exported only if [telemetry] names an OTLP endpoint.
+    let telemetry = Telemetry::init(&config.telemetry, LogOutput::stderr())?;
+    let result = serve_node(config).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn serve_node(config: NodeConfig) -> anyhow::Result<()> {
     let node = Node::start(config).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -56,6 +49,11 @@ async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
+    // A leader hands over first, so the cluster has a leader again without waiting for an
+    // election timeout; if that fails, stopping at once is the next best thing.
+    if let Err(e) = node.hand_over().await {
+        tracing::warn!(error = %e, "stopping without a hand-over");
+    }
     node.shutdown().await;
     Ok(())
 }
@@ -64,22 +62,14 @@ async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => {
-            init_logging();
-            serve(config).await
-        }
+        Command::Serve { config } => serve(config).await,
         Command::Dev(options) => {
-            init_logging();
-            dev::run(options).await
+            match Telemetry::init(&TelemetryConfig::default(), LogOutput::stderr()) {
+                Ok(_logs) => dev::run(options).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Calibrate(options) => quorumid_node::biometrics::calibrate::run(options),
-        Command::Admin(options) => {
-            // Like other command-line tools, end quietly when the reader of our output
-            // goes away (`... | head`) instead of failing on a broken pipe.
-            // SAFETY: called before any other thread writes to stdout; restores the default.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-            admin::run(options).await
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

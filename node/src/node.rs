@@ -1,8 +1,10 @@
 //! A running province node: storage, Raft, the read gate, and the two gRPC servers (public
-//! API port, peer Raft port), started together and stopped together.
+//! API port, peer Raft port), started together and stopped together; and, if configured,
+//! the `/metrics` listener.
 
-use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -10,10 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tower::util::MapResponseLayer;
+use tracing::Instrument as _;
 
 use crate::api::{self, Context};
 use crate::biometrics::{Biometrics, FaceIndex};
 use crate::config::NodeConfig;
+use crate::handover::{Handover, HandoverError};
+use crate::join::{self, JoinProgress, StartMode};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Faults, MAX_RAFT_MESSAGE, Network, Peers};
 use crate::raft::service::RaftService;
@@ -21,7 +27,14 @@ use crate::raft::state_machine::{StateMachine, StateReader};
 use crate::raft::store::Store;
 use crate::raft::{NodeId, Raft};
 use crate::reads::Freshness;
+use crate::telemetry::propagation::{Port, server_span};
+use crate::telemetry::{NodeTelemetry, metrics};
 use crate::writes::Writer;
+
+/// How long a stopping node lets calls in flight finish.
+const SERVER_DRAIN: Duration = Duration::from_secs(2);
+/// `tasks[..SERVERS]` are the two gRPC servers.
+const SERVERS: usize = 2;
 
 pub struct Node {
     pub id: NodeId,
@@ -29,6 +42,12 @@ pub struct Node {
     pub ctx: Arc<Context>,
     /// The fault switch of this node's outgoing peer calls (tests only).
     pub faults: Faults,
+    /// How joining the cluster goes (stays at its default unless the node started to join).
+    pub joining: watch::Receiver<JoinProgress>,
+    handover: Handover,
+    pub telemetry: Arc<NodeTelemetry>,
+    /// Where `/metrics` is served (`telemetry.metrics_listen`, with the port bound).
+    pub metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -51,6 +70,20 @@ impl Node {
         api_listener: TcpListener,
         raft_listener: TcpListener,
     ) -> anyhow::Result<Node> {
+        // Everything the node starts runs in its span, which labels its log lines.
+        let telemetry = NodeTelemetry::new(config.node_id, &config.province);
+        let span = telemetry.node_span();
+        Node::start_in_span(config, api_listener, raft_listener, telemetry)
+            .instrument(span)
+            .await
+    }
+
+    async fn start_in_span(
+        config: NodeConfig,
+        api_listener: TcpListener,
+        raft_listener: TcpListener,
+        telemetry: Arc<NodeTelemetry>,
+    ) -> anyhow::Result<Node> {
         let keys = config.cluster_keys()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -62,32 +95,30 @@ impl Node {
             store.clone(),
             &config.data_dir.join("snapshots"),
             Some(faces.clone()),
-        )?;
+        )?
+        .with_telemetry(telemetry.clone());
         let faults = Faults::default();
         let peers = Peers::new(faults.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(config.raft_config()?),
-            Network::new(peers.clone()),
+            Network::new(peers.clone(), telemetry.clone()),
             log_store,
             state_machine,
         )
         .await
         .context("starting raft")?;
 
-        if config.bootstrap && !raft.is_initialized().await? {
-            let members: BTreeMap<_, _> = config
-                .initial_members
-                .iter()
-                .map(|m| (m.node_id, m.info()))
-                .collect();
+        let initialised = raft.is_initialized().await?;
+        let mode = join::start_mode(&config, initialised, || join::existing_cluster(&config)).await;
+        tracing::info!(mode = ?mode, "starting");
+        if mode == StartMode::Initialise {
+            let members = config.initial_membership();
+            let count = members.len();
             raft.initialize(members)
                 .await
                 .context("initialising the cluster")?;
-            tracing::info!(
-                members = config.initial_members.len(),
-                "initialised a new cluster"
-            );
+            tracing::info!(members = count, "initialised a new cluster");
         }
 
         let biometrics = Arc::new(Biometrics::new(config.biometrics.clone(), faces));
@@ -97,6 +128,7 @@ impl Node {
             peers.clone(),
             biometrics.clone(),
             StateReader::new(store.clone()),
+            telemetry.clone(),
         ));
         let freshness = Freshness::start(
             config.node_id,
@@ -104,15 +136,22 @@ impl Node {
             peers.clone(),
             config.reads.settings(),
         );
+        let handover = Handover {
+            raft: raft.clone(),
+            peers: peers.clone(),
+            election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),
+        };
         let ctx = Arc::new(Context {
             node_id: config.node_id,
             province: config.province.clone(),
             raft: raft.clone(),
             writer: writer.clone(),
             freshness,
-            state: StateReader::new(store),
+            state: StateReader::new(store.clone()),
             keys,
             biometrics,
+            handover: handover.clone(),
+            telemetry: telemetry.clone(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -120,8 +159,13 @@ impl Node {
             let _ = rx.wait_for(|s| *s).await;
         };
         let (routes, health) = api::routes(ctx.clone())?;
+        let (node_id, province) = (config.node_id, config.province.clone());
         let api_server = Server::builder()
             .tcp_nodelay(true)
+            .trace_fn(server_span(Port::Api, node_id, province.clone()))
+            .layer(MapResponseLayer::new(metrics::count_rejections(
+                telemetry.clone(),
+            )))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(api_listener),
@@ -129,19 +173,40 @@ impl Node {
             );
         let raft_server = Server::builder()
             .tcp_nodelay(true)
+            .trace_fn(server_span(Port::Raft, node_id, province))
             .add_service(
                 quorumid_proto::v1::raft_server::RaftServer::new(RaftService::new(
                     raft.clone(),
                     writer,
+                    telemetry.clone(),
                 ))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
             )
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(raft_listener),
-                until_stopped(stopped),
+                until_stopped(stopped.clone()),
             );
-        let tasks = vec![
+        let (join_progress, joining) = watch::channel(JoinProgress::default());
+        let (metrics_addr, metrics_server) = match config.telemetry.metrics_listen {
+            None => (None, None),
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics port {addr}"))?;
+                let sources = metrics::Sources {
+                    telemetry: telemetry.clone(),
+                    raft: raft.clone(),
+                    freshness: ctx.freshness.clone(),
+                    store,
+                };
+                (
+                    Some(listener.local_addr()?),
+                    Some(metrics::serve(listener, sources, until_stopped(stopped))),
+                )
+            }
+        };
+        let mut tasks = vec![
             tokio::spawn(async move {
                 if let Err(e) = api_server.await {
                     tracing::error!(error = %e, "API server stopped");
@@ -153,7 +218,25 @@ impl Node {
                 }
             }),
             tokio::spawn(api::report_health(ctx.clone(), health)),
+            tokio::spawn(metrics::watch_leader(raft.clone(), telemetry.clone())),
         ];
+        if mode == StartMode::Join {
+            // After the servers: the leader replicates to this node as soon as it is added.
+            tasks.push(tokio::spawn(join::join(
+                raft.clone(),
+                config.node_id,
+                config.info(),
+                config.membership.join.clone(),
+                join_progress,
+            )));
+        }
+        if let Some(server) = metrics_server {
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            }));
+        }
         tracing::info!(
             node_id = config.node_id,
             province = %config.province,
@@ -166,18 +249,46 @@ impl Node {
             raft,
             ctx,
             faults,
+            joining,
+            handover,
+            telemetry,
+            metrics_addr,
             stop,
             tasks,
         })
     }
 
+    /// If this node leads, hands leadership to the most caught-up voter (before a graceful
+    /// stop), and returns the new leader. A node that does not lead has nothing to hand over.
+    pub async fn hand_over(&self) -> Result<Option<NodeId>, HandoverError> {
+        match self.handover.transfer(None).await {
+            Ok(leader) => Ok(Some(leader)),
+            Err(HandoverError::NotLeader { .. } | HandoverError::NoOtherVoter) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stops serving and shuts Raft down (its storage is durable at every step anyway).
+    ///
+    /// The servers stop accepting, tell their clients to go away (HTTP/2 GOAWAY) and get a
+    /// moment to finish calls in flight; then every connection is closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for task in &self.tasks {
+        let mut tasks = self.tasks;
+        let drained = tokio::time::timeout(SERVER_DRAIN, async {
+            for server in tasks.iter_mut().take(SERVERS) {
+                let _ = server.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("calls still in flight after {SERVER_DRAIN:?}; closing anyway");
+        }
+        tasks.retain(|task| !task.is_finished());
+        for task in &tasks {
             task.abort();
         }
-        for task in self.tasks {
+        for task in tasks {
             let _ = task.await;
         }
         if let Err(e) = self.raft.shutdown().await {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use quorumid_proto::v1::ReadIndexRequest;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::raft::network::{Peers, call_peer};
 use crate::raft::{NodeId, Raft};
@@ -107,7 +108,7 @@ impl Freshness {
             wake: Notify::new(),
         });
         let weak = Arc::downgrade(&freshness);
-        tokio::spawn(async move {
+        let rounds = async move {
             loop {
                 let Some(this) = weak.upgrade() else { return };
                 if this.raft.metrics().borrow().running_state.is_err() {
@@ -121,7 +122,8 @@ impl Freshness {
                     tracing::debug!(error = %e, "read-index round failed");
                 }
             }
-        });
+        };
+        tokio::spawn(rounds.in_current_span());
         freshness
     }
 
@@ -177,6 +179,7 @@ impl Freshness {
             .client(leader, &node.raft_addr)
             .map_err(|e| e.to_string())?;
         let answer = call_peer(
+            "ReadIndex",
             leader,
             self.settings.round_timeout,
             client.read_index(ReadIndexRequest {}),

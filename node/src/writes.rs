@@ -8,11 +8,14 @@
 //! enrolled face first (1:N de-dup), one at a time.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use opentelemetry::trace::TraceContextExt as _;
 use quorumid_proto::v1::RaftPayload;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::biometrics::Biometrics;
 use crate::raft::codec::{decode, encode};
@@ -22,6 +25,7 @@ use crate::raft::{NodeId, Raft};
 use crate::registry::{
     Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, TemplateFormat,
 };
+use crate::telemetry::NodeTelemetry;
 
 /// How long a step of a write may take: forwarding it, or confirming leadership before the
 /// de-dup search (a commit needs a quorum's fsync).
@@ -56,6 +60,7 @@ pub struct Writer {
     peers: Arc<Peers>,
     biometrics: Arc<Biometrics>,
     state: StateReader,
+    telemetry: Arc<NodeTelemetry>,
     /// Serialises enrollments that carry faces on the leader, so each one's de-dup search
     /// sees every earlier one applied.
     enrolling: tokio::sync::Mutex<()>,
@@ -68,6 +73,7 @@ impl Writer {
         peers: Arc<Peers>,
         biometrics: Arc<Biometrics>,
         state: StateReader,
+        telemetry: Arc<NodeTelemetry>,
     ) -> Writer {
         Writer {
             node_id,
@@ -75,6 +81,7 @@ impl Writer {
             peers,
             biometrics,
             state,
+            telemetry,
             enrolling: tokio::sync::Mutex::new(()),
         }
     }
@@ -123,13 +130,28 @@ impl Writer {
             .request(&request.request_id)
             .map_err(|e| WriteError::Unavailable(e.to_string()))?
             .is_some_and(|seen| seen.fingerprint == request.fingerprint());
-        if !retry && self.biometrics.duplicate_face(templates) {
+        if !retry && self.search_faces(templates) {
             return Ok(Response {
                 outcome: Outcome::Rejected(Rejection::DuplicateFace),
                 log_index: read.map_or(0, |l| l.index),
             });
         }
         self.complete_and_propose(request).await
+    }
+
+    /// The 1:N de-dup search, measured.
+    fn search_faces(&self, templates: &[crate::registry::Template]) -> bool {
+        let started = Instant::now();
+        let duplicate = {
+            let _span = tracing::info_span!("dedup.search").entered();
+            self.biometrics.duplicate_face(templates)
+        };
+        let metrics = &self.telemetry.metrics;
+        metrics
+            .dedup_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.biometric("dedup_face", duplicate);
+        duplicate
     }
 
     async fn complete_and_propose(&self, request: Request) -> Result<Response, WriteError> {
@@ -146,8 +168,23 @@ impl Writer {
             new_identity,
             request,
         };
-        match self.raft.client_write(command).await {
-            Ok(written) => Ok(written.data),
+        // The Raft append and the apply on every node join this span's trace.
+        let span = tracing::info_span!("raft.propose", node_id = self.node_id);
+        let cx = span.context().span().span_context().clone();
+        self.telemetry
+            .writes
+            .remember(&command.request.request_id, cx);
+        let started = Instant::now();
+        let written = self.raft.client_write(command).instrument(span).await;
+        match written {
+            Ok(written) => {
+                self.telemetry
+                    .metrics
+                    .raft_commit_duration
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(log_index = written.log_id.index, "proposal committed");
+                Ok(written.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 Err(WriteError::LeaderChanged {
                     leader_id: to.leader_id,
@@ -185,7 +222,7 @@ impl Writer {
         let payload = RaftPayload {
             payload: encode(&request),
         };
-        let answer = call_peer(leader, WRITE_TIMEOUT, client.forward(payload))
+        let answer = call_peer("Forward", leader, WRITE_TIMEOUT, client.forward(payload))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         decode::<Result<Response, WriteError>>("forwarded write answer", &answer.payload)

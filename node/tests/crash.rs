@@ -135,6 +135,7 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
             raft_addr: format!("http://{raft}"),
             bootstrap: id == 1,
             initial_members: Vec::new(),
+            membership: Default::default(),
             keys: keys(),
             raft: RaftSettings {
                 // Snapshots and purges happen during the test too.
@@ -144,6 +145,7 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
             },
             reads: ReadConfig::default(),
             biometrics: Default::default(),
+            telemetry: Default::default(),
         };
         members.push(MemberConfig {
             node_id: id,

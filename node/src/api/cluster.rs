@@ -7,9 +7,10 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use quorumid_proto::v1 as pb;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::{Context, errors, validate};
+use crate::handover::HandoverError;
 use crate::raft::{NodeId, NodeInfo};
 
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
@@ -52,7 +53,7 @@ impl ClusterService {
             .collect()
     }
 
-    /// Membership changes are made by the leader; other nodes say where it is.
+    /// Membership changes and hand-overs are made by the leader; other nodes say where it is.
     fn not_leader(&self) -> Status {
         let metrics = self.ctx.raft.metrics().borrow().clone();
         let leader = metrics.current_leader;
@@ -61,7 +62,8 @@ impl ClusterService {
             .map(|n| n.api_addr)
             .unwrap_or_default();
         errors::leader_hint(
-            "membership changes are made on the leader; ask it".to_string(),
+            "membership changes and leadership transfers are made on the leader; ask it"
+                .to_string(),
             leader,
             &addr,
         )
@@ -258,13 +260,25 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn transfer_leader(
         &self,
-        _request: Request<pb::TransferLeaderRequest>,
+        request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        Err(Status::new(
-            Code::Unimplemented,
-            "openraft 0.9.25 has no leader transfer; to move leadership, stop the leader's \
-             process gracefully and the others elect a new one within the election timeout",
-        ))
+        let to = match request.into_inner().to_node_id {
+            0 => None,
+            id => Some(id),
+        };
+        let leader = self.ctx.handover.transfer(to).await.map_err(|e| match e {
+            HandoverError::NotLeader { .. } => self.not_leader(),
+            HandoverError::NotAVoter(_) | HandoverError::NoOtherVoter => {
+                Status::failed_precondition(e.to_string())
+            }
+            HandoverError::Behind { .. } | HandoverError::TimedOut { .. } => {
+                Status::unavailable(format!("leadership hand-over failed: {e}"))
+            }
+        })?;
+        Ok(Response::new(pb::TransferLeaderResponse {
+            leader_id: leader,
+            term: self.ctx.raft.metrics().borrow().current_term,
+        }))
     }
 
     async fn trigger_snapshot(

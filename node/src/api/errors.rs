@@ -11,6 +11,8 @@ use crate::writes::WriteError;
 pub const REASON_KEY: &str = "quorumid-reason";
 pub const LEADER_ID_KEY: &str = "quorumid-leader-id";
 pub const LEADER_ADDR_KEY: &str = "quorumid-leader-addr";
+/// On INVALID_TRANSITION: the identity's current status (ACTIVE, SUSPENDED or REVOKED).
+pub const STATUS_KEY: &str = "quorumid-status";
 
 /// A status carrying `quorumid-reason: reason`.
 pub fn with_reason(code: Code, reason: &'static str, message: impl Into<String>) -> Status {
@@ -79,15 +81,26 @@ pub fn rejection(r: &Rejection, log_index: u64) -> Status {
             "UNKNOWN_IDENTITY",
             format!("no identity has this id {at}"),
         ),
-        Rejection::InvalidTransition { from, action } => with_reason(
-            Code::FailedPrecondition,
-            "INVALID_TRANSITION",
-            format!(
-                "cannot {} an identity that is {} {at}",
-                action_word(*action),
-                status_word(*from)
-            ),
-        ),
+        Rejection::InvalidTransition { from, action } => {
+            let mut status = with_reason(
+                Code::FailedPrecondition,
+                "INVALID_TRANSITION",
+                format!(
+                    "cannot {} an identity that is {} {at}",
+                    action_word(*action),
+                    status_word(*from)
+                ),
+            );
+            let current = match from {
+                IdStatus::Active => "ACTIVE",
+                IdStatus::Suspended => "SUSPENDED",
+                IdStatus::Revoked => "REVOKED",
+            };
+            status
+                .metadata_mut()
+                .insert(STATUS_KEY, MetadataValue::from_static(current));
+            status
+        }
         Rejection::OutOfScope => with_reason(
             Code::PermissionDenied,
             "OUT_OF_SCOPE",

@@ -21,10 +21,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::biometrics::Biometrics;
+use crate::handover::Handover;
 use crate::raft::state_machine::StateReader;
 use crate::raft::{NodeId, Raft};
 use crate::reads::{Freshness, Level};
 use crate::registry::{ClusterKeys, StateError};
+use crate::telemetry::NodeTelemetry;
 use crate::writes::Writer;
 
 /// Largest request each public service accepts.
@@ -55,6 +57,8 @@ pub struct Context {
     pub state: StateReader,
     pub keys: ClusterKeys,
     pub biometrics: Arc<Biometrics>,
+    pub handover: Handover,
+    pub telemetry: Arc<NodeTelemetry>,
 }
 
 impl Context {

@@ -2,6 +2,7 @@
 //! level the node can prove. Nothing about the verification is recorded (DESIGN.md 7).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use quorumid_proto::v1 as pb;
 use tonic::{Code, Request, Response, Status};
@@ -9,7 +10,7 @@ use tonic::{Code, Request, Response, Status};
 use super::registry::status_to_pb;
 use super::{Context, errors, validate};
 use crate::biometrics::ProbeError;
-use crate::registry::Status as IdStatus;
+use crate::registry::{Status as IdStatus, TemplateFormat};
 
 pub struct VerifierService {
     ctx: Arc<Context>,
@@ -21,13 +22,46 @@ impl VerifierService {
     }
 }
 
+/// The `outcome` label of a Verify call.
+fn outcome(result: &Result<pb::VerifyResponse, Status>) -> &'static str {
+    match result {
+        Ok(answer) => match pb::IdentityStatus::try_from(answer.status) {
+            Ok(pb::IdentityStatus::Active) => "active",
+            Ok(pb::IdentityStatus::Suspended) => "suspended",
+            Ok(pb::IdentityStatus::Revoked) => "revoked",
+            _ => "unknown",
+        },
+        Err(status) => match status.code() {
+            Code::Unavailable => "refused",
+            Code::InvalidArgument => "invalid",
+            _ => "error",
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl pb::verifier_server::Verifier for VerifierService {
     async fn verify(
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let started = Instant::now();
         let r = request.into_inner();
+        // For the metric's label only; `answer` checks it again and explains a bad one.
+        let level = validate::consistency(r.consistency.as_ref()).ok();
+        let result = self.answer(r).await;
+        if let Some(level) = level {
+            self.ctx
+                .telemetry
+                .metrics
+                .verify(level, outcome(&result), started.elapsed());
+        }
+        result.map(Response::new)
+    }
+}
+
+impl VerifierService {
+    async fn answer(&self, r: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let platform = validate::token("platform_id", &r.platform_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
@@ -73,6 +107,11 @@ impl pb::verifier_server::Verifier for VerifierService {
                                     ),
                                 },
                             )?;
+                            let check = match p.format {
+                                TemplateFormat::FaceEmbeddingF32 => "verify_face",
+                                TemplateFormat::Iso19794_2_2005 => "verify_fingerprint",
+                            };
+                            self.ctx.telemetry.metrics.biometric(check, matched);
                             Some(pb::ProbeResult { matched })
                         }
                         _ => None,
@@ -85,6 +124,6 @@ impl pb::verifier_server::Verifier for VerifierService {
                 }
             }
         };
-        Ok(Response::new(response))
+        Ok(response)
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use openraft::EntryPayload;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -20,10 +21,15 @@ use quorumid_proto::v1::RaftPayload;
 use quorumid_proto::v1::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 
 use super::codec::{decode, encode};
 use super::{NodeId, NodeInfo, TypeConfig};
+use crate::telemetry::NodeTelemetry;
+use crate::telemetry::propagation::{self, InjectContext};
+use crate::telemetry::writes::{ENTRY_TRACES, encode_entry_traces};
 
 /// The largest message a node sends or accepts on the Raft port: a batch of log entries with
 /// their templates, or one snapshot chunk.
@@ -77,6 +83,9 @@ pub enum PeerError {
     },
 }
 
+/// A Raft-service client whose calls carry the caller's trace context.
+pub type PeerClient = RaftClient<InterceptedService<Channel, InjectContext>>;
+
 /// Connections to the other nodes, one lazily connected channel per address.
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
@@ -92,7 +101,7 @@ impl Peers {
     }
 
     /// A Raft-service client for `peer` at `addr`, reusing the connection.
-    pub fn client(&self, peer: NodeId, addr: &str) -> Result<RaftClient<Channel>, PeerError> {
+    pub fn client(&self, peer: NodeId, addr: &str) -> Result<PeerClient, PeerError> {
         if self.faults.is_cut(peer) {
             return Err(PeerError::Cut(peer));
         }
@@ -113,18 +122,28 @@ impl Peers {
                 channel
             }
         };
-        Ok(RaftClient::new(channel)
+        Ok(RaftClient::with_interceptor(channel, InjectContext)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE))
     }
 }
 
-/// Runs one peer call with a deadline, mapping every failure to a [`PeerError`].
-pub async fn call_peer<T, F>(peer: NodeId, timeout: Duration, call: F) -> Result<T, PeerError>
+/// Runs one peer call (`rpc` names it in traces) with a deadline, mapping every failure to a
+/// [`PeerError`].
+pub async fn call_peer<T, F>(
+    rpc: &'static str,
+    peer: NodeId,
+    timeout: Duration,
+    call: F,
+) -> Result<T, PeerError>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    match tokio::time::timeout(timeout, call).await {
+    let answer = match propagation::client_span(rpc, peer) {
+        Some(span) => tokio::time::timeout(timeout, call.instrument(span)).await,
+        None => tokio::time::timeout(timeout, call).await,
+    };
+    match answer {
         Err(_) => Err(PeerError::Timeout { peer, timeout }),
         Ok(Err(status)) => Err(PeerError::Status { peer, status }),
         Ok(Ok(response)) => Ok(response.into_inner()),
@@ -135,11 +154,12 @@ where
 #[derive(Clone)]
 pub struct Network {
     peers: Arc<Peers>,
+    telemetry: Arc<NodeTelemetry>,
 }
 
 impl Network {
-    pub fn new(peers: Arc<Peers>) -> Network {
-        Network { peers }
+    pub fn new(peers: Arc<Peers>, telemetry: Arc<NodeTelemetry>) -> Network {
+        Network { peers, telemetry }
     }
 }
 
@@ -149,6 +169,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
         Connection {
             peers: self.peers.clone(),
+            telemetry: self.telemetry.clone(),
             target,
             addr: node.raft_addr.clone(),
         }
@@ -158,6 +179,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// openraft's connection to one peer.
 pub struct Connection {
     peers: Arc<Peers>,
+    telemetry: Arc<NodeTelemetry>,
     target: NodeId,
     addr: String,
 }
@@ -175,6 +197,7 @@ impl Connection {
         rpc: Rpc,
         request: &Req,
         option: RPCOption,
+        entry_traces: Option<String>,
     ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
     where
         Req: Serialize,
@@ -186,23 +209,29 @@ impl Connection {
             .peers
             .client(self.target, &self.addr)
             .map_err(unreachable)?;
-        let payload = RaftPayload {
+        let mut payload = tonic::Request::new(RaftPayload {
             payload: encode(request),
-        };
+        });
+        if let Some(value) = entry_traces.and_then(|v| v.parse().ok()) {
+            payload.metadata_mut().insert(ENTRY_TRACES, value);
+        }
+        let ttl = option.hard_ttl();
         let answer = match rpc {
             Rpc::AppendEntries => {
                 call_peer(
+                    "AppendEntries",
                     self.target,
-                    option.hard_ttl(),
+                    ttl,
                     client.append_entries(payload),
                 )
                 .await
             }
-            Rpc::Vote => call_peer(self.target, option.hard_ttl(), client.vote(payload)).await,
+            Rpc::Vote => call_peer("Vote", self.target, ttl, client.vote(payload)).await,
             Rpc::InstallSnapshot => {
                 call_peer(
+                    "InstallSnapshot",
                     self.target,
-                    option.hard_ttl(),
+                    ttl,
                     client.install_snapshot(payload),
                 )
                 .await
@@ -231,7 +260,34 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, option).await
+        // Entries of traced writes: the call joins the first one's trace and tells the peer
+        // under which context each entry was proposed.
+        let traced: Vec<_> = rpc
+            .entries
+            .iter()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Normal(command) => self
+                    .telemetry
+                    .writes
+                    .get(&command.request.request_id)
+                    .map(|cx| (entry.log_id.index, cx)),
+                _ => None,
+            })
+            .collect();
+        let Some((_, first)) = traced.first() else {
+            return self.call(Rpc::AppendEntries, &rpc, option, None).await;
+        };
+        let span = tracing::info_span!(
+            "raft.append_entries",
+            node_id = self.telemetry.node_id,
+            peer_node_id = self.target,
+            entries = rpc.entries.len()
+        );
+        propagation::set_parent(&span, first);
+        let header = encode_entry_traces(&traced);
+        self.call(Rpc::AppendEntries, &rpc, option, Some(header))
+            .instrument(span)
+            .await
     }
 
     async fn install_snapshot(
@@ -242,7 +298,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::InstallSnapshot, &rpc, option).await
+        self.call(Rpc::InstallSnapshot, &rpc, option, None).await
     }
 
     async fn vote(
@@ -250,6 +306,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option).await
+        self.call(Rpc::Vote, &rpc, option, None).await
     }
 }

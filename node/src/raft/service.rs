@@ -1,27 +1,38 @@
 //! The incoming side of node-to-node calls: the `quorumid.v1.Raft` gRPC service.
 //!
 //! Raft messages are handed to openraft as they are; answers (including openraft's own
-//! errors) go back encoded. Read index and write forwarding are served by the leader only.
+//! errors) go back encoded. Read index and write forwarding are served by the leader only;
+//! `Elect` is the candidate's side of a leadership hand-over (`handover.rs`).
 
 use std::sync::Arc;
 
+use openraft::EntryPayload;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use quorumid_proto::v1::raft_server;
-use quorumid_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use quorumid_proto::v1::{
+    ElectRequest, ElectResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
 use super::{NodeId, Raft, TypeConfig};
+use crate::telemetry::NodeTelemetry;
+use crate::telemetry::writes::{ENTRY_TRACES, decode_entry_traces};
 use crate::writes::Writer;
 
 pub struct RaftService {
     raft: Raft,
     writer: Arc<Writer>,
+    telemetry: Arc<NodeTelemetry>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, writer: Arc<Writer>) -> RaftService {
-        RaftService { raft, writer }
+    pub fn new(raft: Raft, writer: Arc<Writer>, telemetry: Arc<NodeTelemetry>) -> RaftService {
+        RaftService {
+            raft,
+            writer,
+            telemetry,
+        }
     }
 }
 
@@ -44,7 +55,23 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let traces = request
+            .metadata()
+            .get(ENTRY_TRACES)
+            .and_then(|v| v.to_str().ok())
+            .map(decode_entry_traces)
+            .unwrap_or_default();
         let rpc: AppendEntriesRequest<TypeConfig> = payload("append entries request", request)?;
+        // Remember under which context each traced entry was proposed, for its apply span.
+        for entry in &rpc.entries {
+            if let (EntryPayload::Normal(command), Some(cx)) =
+                (&entry.payload, traces.get(&entry.log_id.index))
+            {
+                self.telemetry
+                    .writes
+                    .remember(&command.request.request_id, cx.clone());
+            }
+        }
         answer(&self.raft.append_entries(rpc).await)
     }
 
@@ -83,5 +110,37 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let write: crate::registry::Request = payload("forwarded write", request)?;
         answer(&self.writer.propose(write).await)
+    }
+
+    async fn elect(
+        &self,
+        request: Request<ElectRequest>,
+    ) -> Result<Response<ElectResponse>, Status> {
+        let min_log_index = request.into_inner().min_log_index;
+        let metrics = self.raft.metrics().borrow().clone();
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == metrics.id)
+        {
+            return Err(Status::failed_precondition(
+                "this node is not a voter; it cannot be elected",
+            ));
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        if last < min_log_index {
+            return Err(Status::failed_precondition(format!(
+                "this node's log ends at index {last}, behind the leader's {min_log_index}"
+            )));
+        }
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+        Ok(Response::new(ElectResponse {
+            term: self.raft.metrics().borrow().current_term,
+        }))
     }
 }

@@ -16,6 +16,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -30,6 +31,7 @@ use crate::registry::{
     self, Change, DocumentKey, Identity, IdentityId, KeyId, Outcome, RegistryState, RequestRecord,
     Response, StateError, Template,
 };
+use crate::telemetry::NodeTelemetry;
 
 const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -477,6 +479,7 @@ pub struct StateMachine {
     observer: Option<Arc<dyn ApplyObserver>>,
     files: Arc<SnapshotFiles>,
     meta: AppliedMeta,
+    telemetry: Option<Arc<NodeTelemetry>>,
 }
 
 impl StateMachine {
@@ -509,7 +512,15 @@ impl StateMachine {
             observer,
             files: Arc::new(files),
             meta,
+            telemetry: None,
         })
+    }
+
+    /// Traces the apply of traced writes and measures snapshots. Spans and metrics stay
+    /// around `registry::apply`, never inside it.
+    pub fn with_telemetry(mut self, telemetry: Arc<NodeTelemetry>) -> StateMachine {
+        self.telemetry = Some(telemetry);
+        self
     }
 }
 
@@ -530,6 +541,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied = self.meta.applied;
         let mut membership = None;
         let mut stored_templates = Vec::new();
+        // Ended once the batch is written.
+        let mut spans = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
             let response = match entry.payload {
@@ -538,6 +551,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     log_index: index,
                 },
                 EntryPayload::Normal(command) => {
+                    let span = self
+                        .telemetry
+                        .as_ref()
+                        .and_then(|t| t.apply_span(&command.request.request_id, index));
+                    let _entered = span.as_ref().map(|s| s.enter());
                     let (response, changes) = registry::apply(&staged, index, &command)
                         .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
                     for change in changes {
@@ -550,6 +568,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .stage(change)
                             .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
                     }
+                    drop(_entered);
+                    spans.extend(span);
                     response
                 }
                 EntryPayload::Membership(m) => {
@@ -575,6 +595,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Not synced: the synced log replays anything lost. (Purge is synced and shares the
         // WAL, so nothing applied is lost once the log behind it is gone.)
         self.store.db().write(batch).map_err(sm_write_err)?;
+        drop(spans);
         if let Some(observer) = &self.observer {
             for (id, templates) in &stored_templates {
                 observer.templates_applied(id, templates);
@@ -587,6 +608,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             store: self.store.clone(),
             files: self.files.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -599,6 +621,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = Instant::now();
         let bytes = snapshot.into_inner();
         let file = SnapshotFile::decode(&bytes).map_err(|e| snapshot_err(Some(meta), e))?;
         let mut batch = WriteBatch::default();
@@ -627,6 +650,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .state_replaced(&StateReader::new(self.store.clone()))
                 .map_err(sm_read_err)?;
         }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry
+                .metrics
+                .snapshot("install", bytes.len(), started.elapsed());
+        }
         Ok(())
     }
 
@@ -648,6 +676,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     store: Arc<Store>,
     files: Arc<SnapshotFiles>,
+    telemetry: Option<Arc<NodeTelemetry>>,
 }
 
 impl SnapshotBuilder {
@@ -697,7 +726,13 @@ impl SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = Instant::now();
         let (meta, bytes) = self.build().map_err(|e| snapshot_err(None, e))?;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry
+                .metrics
+                .snapshot("build", bytes.len(), started.elapsed());
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

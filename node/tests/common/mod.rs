@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use quorumid_node::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
 use quorumid_node::node::Node;
+use quorumid_node::telemetry::TelemetryConfig;
 use quorumid_proto::v1 as pb;
 use quorumid_proto::v1::cluster_client::ClusterClient;
 use quorumid_proto::v1::registry_client::RegistryClient;
@@ -131,19 +132,42 @@ impl TestCluster {
             raft_addr: format!("http://{raft}"),
             bootstrap: false,
             initial_members: Vec::new(),
+            membership: Default::default(),
             keys: keys(),
             raft: self.raft.clone(),
             reads: ReadConfig::default(),
             biometrics: Default::default(),
+            // Every test node serves /metrics, on a port of its own.
+            telemetry: TelemetryConfig {
+                metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..TelemetryConfig::default()
+            },
+        }
+    }
+
+    /// No nodes yet: tests start them with [`TestCluster::start_new_node_with`].
+    pub fn empty(raft: RaftSettings) -> TestCluster {
+        TestCluster {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            raft,
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
     }
 
     /// Starts a new, empty node (not yet a member) and returns its id.
     pub async fn start_new_node(&mut self) -> u64 {
+        self.start_new_node_with(|_| {}).await
+    }
+
+    /// Starts a new node with no data, its configuration changed by `edit` (seed, join
+    /// addresses, ...), and returns its id.
+    pub async fn start_new_node_with(&mut self, edit: impl FnOnce(&mut NodeConfig)) -> u64 {
         let id = self.configs.keys().max().copied().unwrap_or(0) + 1;
         let (api, api_addr) = free_listener().await;
         let (raft, raft_addr) = free_listener().await;
-        let config = self.config(id, api_addr, raft_addr);
+        let mut config = self.config(id, api_addr, raft_addr);
+        edit(&mut config);
         self.configs.insert(id, config.clone());
         let node = Node::start_on(config, api, raft).await.expect("start node");
         self.nodes.insert(id, node);
@@ -233,7 +257,7 @@ impl TestCluster {
             .collect()
     }
 
-    fn api(&self, id: u64) -> String {
+    pub fn api(&self, id: u64) -> String {
         self.configs[&id].api_addr.clone()
     }
 
