@@ -55,7 +55,7 @@ fn member(options: &DevOptions, id: u64) -> MemberConfig {
 }
 
 /// The cluster keys of this dev directory: generated once, kept in `keys.toml`.
-fn dev_keys(dir: &Path) -> anyhow::Result<KeysConfig> {
+pub fn dev_keys(dir: &Path) -> anyhow::Result<KeysConfig> {
     let path = dir.join("keys.toml");
     if let Ok(text) = std::fs::read_to_string(&path) {
         return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
@@ -68,7 +68,8 @@ fn dev_keys(dir: &Path) -> anyhow::Result<KeysConfig> {
     Ok(keys)
 }
 
-fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
+/// The configuration of every node of a dev cluster (also used by `quorumid-bench`).
+pub fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
     let voters: Vec<MemberConfig> = (1..=options.nodes.min(VOTERS as u64))
         .map(|id| member(options, id))
         .collect();
@@ -242,7 +243,7 @@ async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
 }
 
 /// Polls `addr` until the cluster has a leader, and returns that node's status.
-async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
+pub async fn wait_for_leader(addr: &str) -> anyhow::Result<pb::StatusResponse> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut cluster) = cluster_client(addr).await

@@ -6,6 +6,12 @@
 //! clock and fingerprints the request. Retries are safe: the state machine answers a known
 //! `request_id` with its first result. Enrollments with a face are searched against every
 //! enrolled face first (1:N de-dup), one at a time.
+//!
+//! Group commit: openraft 0.9 appends (and fsyncs) one log entry per proposal, one after the
+//! other. The leader therefore proposes batches: at most `MAX_IN_FLIGHT` log entries are in
+//! flight at once, and the commands that arrive meanwhile wait and go out together as the
+//! next entry. A lone write is proposed at once; under load one fsync covers many writes.
+//! Each command of a batch is applied on its own, in order, with its own answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +20,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use opentelemetry::trace::TraceContextExt as _;
 use quorumid_proto::v1::RaftPayload;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -30,6 +37,13 @@ use crate::telemetry::NodeTelemetry;
 /// How long a step of a write may take: forwarding it, or confirming leadership before the
 /// de-dup search (a commit needs a quorum's fsync).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log entries proposed and not yet applied, at most.
+const MAX_IN_FLIGHT: usize = 4;
+/// A batch takes more commands while its templates add up to less than this (a single
+/// command may be larger). 64 entries of this size fit a Raft message.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Commands waiting for a batch, at most; further writes wait to be queued.
+const QUEUE: usize = 4_096;
 
 /// Why a write got no result. Every case is safe to retry with the same `request_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -64,6 +78,14 @@ pub struct Writer {
     /// Serialises enrollments that carry faces on the leader, so each one's de-dup search
     /// sees every earlier one applied.
     enrolling: tokio::sync::Mutex<()>,
+    /// Completed commands on their way into the next batch.
+    queue: mpsc::Sender<Queued>,
+}
+
+/// A command waiting for a batch, and where its answer goes.
+struct Queued {
+    command: Command,
+    reply: oneshot::Sender<Result<Response, WriteError>>,
 }
 
 impl Writer {
@@ -75,6 +97,8 @@ impl Writer {
         state: StateReader,
         telemetry: Arc<NodeTelemetry>,
     ) -> Writer {
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(propose_batches(raft.clone(), queued));
         Writer {
             node_id,
             raft,
@@ -83,6 +107,7 @@ impl Writer {
             state,
             telemetry,
             enrolling: tokio::sync::Mutex::new(()),
+            queue,
         }
     }
 
@@ -175,27 +200,21 @@ impl Writer {
             .writes
             .remember(&command.request.request_id, cx);
         let started = Instant::now();
-        let written = self.raft.client_write(command).instrument(span).await;
-        match written {
-            Ok(written) => {
-                self.telemetry
-                    .metrics
-                    .raft_commit_duration
-                    .observe(started.elapsed().as_secs_f64());
-                tracing::debug!(log_index = written.log_id.index, "proposal committed");
-                Ok(written.data)
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                Err(WriteError::LeaderChanged {
-                    leader_id: to.leader_id,
-                    leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(_))) => {
-                unreachable!("a registry command is not a membership change")
-            }
-            Err(RaftError::Fatal(_)) => Err(WriteError::ShuttingDown),
-        }
+        let (reply, answer) = oneshot::channel();
+        let queued = async {
+            self.queue
+                .send(Queued { command, reply })
+                .await
+                .map_err(|_| WriteError::ShuttingDown)?;
+            answer.await.map_err(|_| WriteError::ShuttingDown)?
+        };
+        let response = queued.instrument(span).await?;
+        self.telemetry
+            .metrics
+            .raft_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(log_index = response.log_index, "proposal committed");
+        Ok(response)
     }
 
     async fn forward(&self, leader: NodeId, request: Request) -> Result<Response, WriteError> {
@@ -227,5 +246,68 @@ impl Writer {
             .map_err(|e| unreachable(e.to_string()))?;
         decode::<Result<Response, WriteError>>("forwarded write answer", &answer.payload)
             .map_err(|e| unreachable(e.to_string()))?
+    }
+}
+
+/// The leader's batcher (see the module comment): runs until the writer is dropped.
+async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = queued.recv().await {
+        // Wait for a slot first: commands that arrive meanwhile join this batch.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = command_bytes(&first.command);
+        let mut batch = vec![first];
+        while bytes < MAX_BATCH_BYTES {
+            let Ok(next) = queued.try_recv() else { break };
+            bytes += command_bytes(&next.command);
+            batch.push(next);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|q| (q.command, q.reply)).unzip();
+            // (Traces: the network finds each command's proposing span by its request id.)
+            let written = raft.client_write(commands).await;
+            drop(slot);
+            match written {
+                Ok(written) => {
+                    for (reply, response) in replies.into_iter().zip(written.data) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Err(e) => {
+                    let error = write_error(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The size that counts towards `MAX_BATCH_BYTES`: the templates, plus a bound on the rest.
+fn command_bytes(command: &Command) -> usize {
+    let templates = match &command.request.proposal {
+        Proposal::Enroll { templates, .. } => templates.iter().map(|t| t.data.len()).sum(),
+        Proposal::ChangeStatus { .. } => 0,
+    };
+    templates + 512
+}
+
+fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::NodeInfo>>,
+) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => WriteError::LeaderChanged {
+            leader_id: to.leader_id,
+            leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(_)) => {
+            unreachable!("a registry command is not a membership change")
+        }
+        RaftError::Fatal(_) => WriteError::ShuttingDown,
     }
 }

@@ -73,7 +73,9 @@ impl Biometrics {
     pub fn check(&self, template: &Template) -> Result<(), String> {
         match template.format {
             TemplateFormat::FaceEmbeddingF32 => face(template).map(|_| ()),
-            TemplateFormat::Iso19794_2_2005 => self.fingers(template).map(|_| ()),
+            // A strict parse is the whole check: building the matcher's cylinders (about
+            // 0.6 ms a finger) would not reject anything more.
+            TemplateFormat::Iso19794_2_2005 => finger_record(template).map(|_| ()),
         }
     }
 
@@ -130,10 +132,7 @@ impl Biometrics {
     }
 
     fn fingers(&self, template: &Template) -> Result<Vec<(u8, MccTemplate)>, String> {
-        let record = FingerRecord::parse(&template.data).map_err(|e| e.to_string())?;
-        if record.views.is_empty() {
-            return Err("the minutiae record holds no finger view".into());
-        }
+        let record = finger_record(template)?;
         Ok(record
             .views
             .iter()
@@ -145,6 +144,15 @@ impl Biometrics {
             })
             .collect())
     }
+}
+
+/// A strictly parsed ISO/IEC 19794-2 record with at least one finger view.
+fn finger_record(template: &Template) -> Result<FingerRecord, String> {
+    let record = FingerRecord::parse(&template.data).map_err(|e| e.to_string())?;
+    if record.views.is_empty() {
+        return Err("the minutiae record holds no finger view".into());
+    }
+    Ok(record)
 }
 
 /// An int8 face template from little-endian f32 values; the dimension is the value count.

@@ -22,7 +22,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{Command, Response};
+use crate::registry::{Batch, Response};
 
 pub type NodeId = u64;
 
@@ -39,8 +39,8 @@ pub struct NodeInfo {
 openraft::declare_raft_types!(
     /// quorumid's openraft type configuration.
     pub TypeConfig:
-        D = Command,
-        R = Response,
+        D = Batch,
+        R = Vec<Response>,
         NodeId = NodeId,
         Node = NodeInfo,
         SnapshotData = Cursor<Vec<u8>>,

@@ -266,10 +266,10 @@ impl RaftNetwork<TypeConfig> for Connection {
             .entries
             .iter()
             .filter_map(|entry| match &entry.payload {
-                EntryPayload::Normal(command) => self
-                    .telemetry
-                    .writes
-                    .get(&command.request.request_id)
+                // A batch's entry travels under its first traced command's context.
+                EntryPayload::Normal(commands) => commands
+                    .iter()
+                    .find_map(|c| self.telemetry.writes.get(&c.request.request_id))
                     .map(|cx| (entry.log_id.index, cx)),
                 _ => None,
             })

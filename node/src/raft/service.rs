@@ -64,12 +64,14 @@ impl raft_server::Raft for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> = payload("append entries request", request)?;
         // Remember under which context each traced entry was proposed, for its apply span.
         for entry in &rpc.entries {
-            if let (EntryPayload::Normal(command), Some(cx)) =
+            if let (EntryPayload::Normal(commands), Some(cx)) =
                 (&entry.payload, traces.get(&entry.log_id.index))
             {
-                self.telemetry
-                    .writes
-                    .remember(&command.request.request_id, cx.clone());
+                for command in commands {
+                    self.telemetry
+                        .writes
+                        .remember(&command.request.request_id, cx.clone());
+                }
             }
         }
         answer(&self.raft.append_entries(rpc).await)

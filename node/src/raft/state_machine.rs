@@ -28,8 +28,8 @@ use super::codec::{decode, encode};
 use super::store::{Cf, Store, synced};
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::registry::{
-    self, Change, DocumentKey, Identity, IdentityId, KeyId, Outcome, RegistryState, RequestRecord,
-    Response, StateError, Template,
+    self, Change, DocumentKey, Identity, IdentityId, KeyId, RegistryState, RequestRecord, Response,
+    StateError, Template,
 };
 use crate::telemetry::NodeTelemetry;
 
@@ -531,7 +531,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.meta.applied, self.meta.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -545,43 +545,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut spans = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            let response = match entry.payload {
-                EntryPayload::Blank => Response {
-                    outcome: Outcome::Nothing,
-                    log_index: index,
-                },
-                EntryPayload::Normal(command) => {
-                    let span = self
-                        .telemetry
-                        .as_ref()
-                        .and_then(|t| t.apply_span(&command.request.request_id, index));
-                    let _entered = span.as_ref().map(|s| s.enter());
-                    let (response, changes) = registry::apply(&staged, index, &command)
-                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
-                    for change in changes {
-                        if let (Some(_), Change::PutTemplates(id, templates)) =
-                            (&self.observer, &change)
-                        {
-                            stored_templates.push((id.clone(), templates.clone()));
-                        }
-                        staged
-                            .stage(change)
+            let mut answers = Vec::new();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(commands) => {
+                    for command in &commands {
+                        let span = self
+                            .telemetry
+                            .as_ref()
+                            .and_then(|t| t.apply_span(&command.request.request_id, index));
+                        let _entered = span.as_ref().map(|s| s.enter());
+                        let (response, changes) = registry::apply(&staged, index, command)
                             .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
+                        for change in changes {
+                            if let (Some(_), Change::PutTemplates(id, templates)) =
+                                (&self.observer, &change)
+                            {
+                                stored_templates.push((id.clone(), templates.clone()));
+                            }
+                            staged.stage(change).map_err(|e| {
+                                StorageIOError::apply(entry.log_id, AnyError::new(&e))
+                            })?;
+                        }
+                        drop(_entered);
+                        spans.extend(span);
+                        answers.push(response);
                     }
-                    drop(_entered);
-                    spans.extend(span);
-                    response
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    Response {
-                        outcome: Outcome::Nothing,
-                        log_index: index,
-                    }
                 }
-            };
+            }
             applied = Some(entry.log_id);
-            responses.push(response);
+            responses.push(answers);
         }
         let Staged {
             mut batch, digest, ..

@@ -3,7 +3,9 @@
 //! A node turns a client request into a [`Proposal`] (validated, document number already
 //! hashed). The leader completes it into a [`Command`] with everything that is not
 //! deterministic: the new identity id, its clock reading and the request fingerprint. `apply`
-//! then only checks and records.
+//! then only checks and records. One log entry carries a [`Batch`] of commands: the leader
+//! proposes the commands that arrive while earlier proposals are in flight together, so that
+//! one log fsync makes many writes durable (group commit).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -56,7 +58,7 @@ impl Request {
     }
 }
 
-/// The Raft log's application payload: a request completed by the leader.
+/// A request completed by the leader, ready to apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub request: Request,
@@ -66,6 +68,10 @@ pub struct Command {
     /// For enrollments: the id the leader drew for the new identity.
     pub new_identity: Option<IdentityId>,
 }
+
+/// The Raft log's entry payload (openraft's `D`): commands applied in order, each as if it
+/// had an entry of its own at the entry's index. Never empty.
+pub type Batch = Vec<Command>;
 
 /// Why `apply` refused a command. Refusals are results too: they are recorded under the
 /// request id (except where noted) so a retry gets the same answer.
@@ -94,18 +100,14 @@ pub enum Rejection {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Enrolled {
-        identity: IdentityId,
-    },
-    StatusChanged {
-        status: Status,
-    },
+    Enrolled { identity: IdentityId },
+    StatusChanged { status: Status },
     Rejected(Rejection),
-    /// Log entries that are not registry commands (blank, membership).
-    Nothing,
 }
 
-/// The state machine's answer to a log entry (openraft's `R`).
+/// The state machine's answer to one command. The answer to a log entry (openraft's `R`)
+/// is a `Vec<Response>`, one per command of its batch (none for blank and membership
+/// entries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub outcome: Outcome,

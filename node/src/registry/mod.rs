@@ -10,7 +10,7 @@ mod keys;
 mod model;
 
 pub use apply::{Change, REQUEST_WINDOW_MS, RegistryState, RequestRecord, StateError, apply};
-pub use command::{Action, Command, Outcome, Proposal, Rejection, Request, Response};
+pub use command::{Action, Batch, Command, Outcome, Proposal, Rejection, Request, Response};
 pub use id::{IdParseError, IdentityId};
 pub use keys::{ClusterKeys, DocumentKey, KeyId};
 pub use model::{
