@@ -41,6 +41,9 @@ struct Options {
     /// Operations to measure.
     #[arg(long, value_delimiter = ',', default_values_t = Op::ALL)]
     ops: Vec<Op>,
+    /// Systems to drive (both are started either way): quorumid, etcd.
+    #[arg(long, value_delimiter = ',', default_values_t = ["quorumid".to_string(), "etcd".to_string()])]
+    systems: Vec<String>,
     /// Concurrent clients per point.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 256])]
     concurrency: Vec<usize>,
@@ -163,7 +166,11 @@ async fn main() -> anyhow::Result<()> {
                 warmup,
                 measured,
             };
-            for target in targets.both() {
+            for target in targets
+                .both()
+                .into_iter()
+                .filter(|t| options.systems.iter().any(|s| s == t.name()))
+            {
                 let measurement = load::run(&target, &point).await;
                 eprintln!("{}", measurement.line());
                 results.points.push(measurement);

@@ -173,8 +173,17 @@ impl pb::registry_server::Registry for RegistryService {
         let r = request.into_inner();
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let (identity, facts) = self.ctx.read(level, |state| state.identity(&id)).await?;
-        let identity = identity.ok_or_else(|| {
+        let (record, facts) = self
+            .ctx
+            .read(level, |state| {
+                let Some(identity) = state.identity(&id)? else {
+                    return Ok(None);
+                };
+                let history = state.history(&id, identity.events)?;
+                Ok(Some((identity, history)))
+            })
+            .await?;
+        let (identity, history) = record.ok_or_else(|| {
             errors::with_reason(
                 tonic::Code::NotFound,
                 "UNKNOWN_IDENTITY",
@@ -188,8 +197,7 @@ impl pb::registry_server::Registry for RegistryService {
             identity_id: identity.id.to_string(),
             status: status_to_pb(identity.status) as i32,
             home_province: identity.home_province,
-            history: identity
-                .history
+            history: history
                 .iter()
                 .map(|e| pb::HistoryEvent {
                     kind: event_kind_to_pb(e.kind) as i32,

@@ -28,8 +28,8 @@ use super::codec::{decode, encode};
 use super::store::{Cf, Store, synced};
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::registry::{
-    self, Change, DocumentKey, Identity, IdentityId, KeyId, RegistryState, RequestRecord, Response,
-    StateError, Template,
+    self, Change, DocumentKey, Event, Identity, IdentityId, KeyId, RegistryState, RequestRecord,
+    Response, StateError, Template,
 };
 use crate::telemetry::NodeTelemetry;
 
@@ -181,6 +181,27 @@ impl StateReader {
         )
     }
 
+    /// The first `count` events of the identity's history (its `events`, as read with it:
+    /// events applied since are left out, so identity and history agree).
+    pub fn history(&self, id: &IdentityId, count: u64) -> Result<Vec<Event>, StateError> {
+        let db = self.store.db();
+        let from = event_key(id, 0);
+        let until = event_key(id, count);
+        let mut events = Vec::new();
+        let iter = db.iterator_cf(
+            self.store.cf(Cf::History),
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(state_err)?;
+            if *key >= *until {
+                break;
+            }
+            events.push(decode("history event", &value).map_err(state_err)?);
+        }
+        Ok(events)
+    }
+
     pub fn templates(&self, id: &IdentityId) -> Result<Vec<Template>, StateError> {
         Ok(read_record(
             &self.store,
@@ -222,6 +243,13 @@ impl StateReader {
         let meta = AppliedMeta::read(|key| view.get_cf(cf, key)).map_err(state_err)?;
         Ok((meta.applied, meta.digest))
     }
+}
+
+/// Identity ids have one length, so an identity's events are one contiguous key range.
+fn event_key(id: &IdentityId, seq: u64) -> Vec<u8> {
+    let mut key = id.as_str().as_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn read_record<T: serde::de::DeserializeOwned>(
@@ -298,6 +326,11 @@ impl<'a> Staged<'a> {
                 let key = identity.id.as_str().as_bytes().to_vec();
                 self.put(Cf::Identities, key, encode(&identity))
             }
+            Change::PutEvent {
+                identity,
+                seq,
+                event,
+            } => self.put(Cf::History, event_key(&identity, seq), encode(&event)),
             Change::PutTemplates(id, templates) => self.put(
                 Cf::Templates,
                 id.as_str().as_bytes().to_vec(),

@@ -31,10 +31,13 @@ pub enum Cf {
     RequestTimes,
     /// Registry-wide facts (the document key id).
     Registry,
+    /// Identity id ++ big-endian event number -> history event.
+    History,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    /// (New column families go last: a column family's tag is its position here.)
+    pub const ALL: [Cf; 10] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -44,16 +47,18 @@ impl Cf {
         Cf::Requests,
         Cf::RequestTimes,
         Cf::Registry,
+        Cf::History,
     ];
 
     /// The column families that make up the registry state (snapshotted and digested).
-    pub const STATE: [Cf; 6] = [
+    pub const STATE: [Cf; 7] = [
         Cf::Identities,
         Cf::Documents,
         Cf::Templates,
         Cf::Requests,
         Cf::RequestTimes,
         Cf::Registry,
+        Cf::History,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +72,7 @@ impl Cf {
             Cf::Requests => "requests",
             Cf::RequestTimes => "request_times",
             Cf::Registry => "registry",
+            Cf::History => "history",
         }
     }
 

@@ -51,10 +51,19 @@ pub trait RegistryState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     PutIdentity(Identity),
+    /// Event number `seq` of the identity's history.
+    PutEvent {
+        identity: IdentityId,
+        seq: u64,
+        event: Event,
+    },
     PutTemplates(IdentityId, Vec<Template>),
     PutDocument(DocumentKey, IdentityId),
     PutRequest(RequestRecord),
-    ForgetRequest { request_id: String, at_unix_ms: u64 },
+    ForgetRequest {
+        request_id: String,
+        at_unix_ms: u64,
+    },
     SetDocumentKeyId(KeyId),
 }
 
@@ -158,14 +167,19 @@ fn enroll(
                 model_id: t.model_id.clone(),
             })
             .collect(),
-        history: vec![Event {
+        events: 1,
+    };
+    changes.push(Change::PutEvent {
+        identity: id.clone(),
+        seq: 0,
+        event: Event {
             kind: EventKind::Enrolled,
             reason: None,
             authority: authority.clone(),
             at_unix_ms: command.at_unix_ms,
             log_index,
-        }],
-    };
+        },
+    });
     changes.push(Change::PutDocument(*document, id.clone()));
     if !templates.is_empty() {
         changes.push(Change::PutTemplates(id.clone(), templates.clone()));
@@ -211,13 +225,18 @@ fn change_status(
         }
     };
     identity.status = status;
-    identity.history.push(Event {
-        kind,
-        reason: Some(*reason),
-        authority: authority.clone(),
-        at_unix_ms: command.at_unix_ms,
-        log_index,
+    changes.push(Change::PutEvent {
+        identity: id.clone(),
+        seq: identity.events,
+        event: Event {
+            kind,
+            reason: Some(*reason),
+            authority: authority.clone(),
+            at_unix_ms: command.at_unix_ms,
+            log_index,
+        },
     });
+    identity.events += 1;
     changes.push(Change::PutIdentity(identity));
     Ok(Outcome::StatusChanged { status })
 }
@@ -235,6 +254,7 @@ mod tests {
     #[derive(Default)]
     struct MemoryState {
         identities: BTreeMap<IdentityId, Identity>,
+        events: BTreeMap<(IdentityId, u64), Event>,
         documents: BTreeMap<DocumentKey, IdentityId>,
         requests: BTreeMap<String, RequestRecord>,
         by_time: BTreeSet<(u64, String)>,
@@ -279,6 +299,13 @@ mod tests {
                 match change {
                     Change::PutIdentity(i) => {
                         self.identities.insert(i.id.clone(), i);
+                    }
+                    Change::PutEvent {
+                        identity,
+                        seq,
+                        event,
+                    } => {
+                        self.events.insert((identity, seq), event);
                     }
                     Change::PutTemplates(..) => {}
                     Change::PutDocument(k, id) => {
@@ -462,7 +489,11 @@ mod tests {
         }
         let record = &s.identities[&id];
         assert_eq!(record.status, Status::Revoked);
-        let kinds: Vec<_> = record.history.iter().map(|e| e.kind).collect();
+        assert_eq!(record.events, 4);
+        let history: Vec<&Event> = (0..record.events)
+            .map(|n| &s.events[&(id.clone(), n)])
+            .collect();
+        let kinds: Vec<_> = history.iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -472,8 +503,8 @@ mod tests {
                 EventKind::Revoked
             ]
         );
-        assert_eq!(record.history[3].log_index, 5);
-        assert_eq!(record.history[3].reason, Some(Reason::Fraud));
+        assert_eq!(history[3].log_index, 5);
+        assert_eq!(history[3].reason, Some(Reason::Fraud));
     }
 
     #[test]

@@ -114,5 +114,8 @@ pub struct Identity {
     pub status: Status,
     pub document: DocumentKey,
     pub templates: Vec<TemplateSummary>,
-    pub history: Vec<Event>,
+    /// How many events its history holds. The events are records of their own, numbered
+    /// from 0 (`Change::PutEvent`), so that a status change writes one small event instead of
+    /// rewriting a history that grows without bound.
+    pub events: u64,
 }
