@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
 use super::TelemetryConfig;
-use super::logs::{LineFormat, NodeLabelsLayer};
+use super::logs::{LineFormat, NoSpanFields, NodeLabelsLayer};
 
 /// Which log lines are written when `RUST_LOG` is not set.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,h2=warn,tower=warn";
@@ -86,6 +86,7 @@ impl Telemetry {
                 .with_filter(Targets::new().with_target(EXPORTED_TARGET, Level::INFO))
         });
         let lines = tracing_subscriber::fmt::layer()
+            .fmt_fields(NoSpanFields)
             .event_format(LineFormat::new(logs.format, logs.ansi))
             .with_writer(logs.writer)
             .with_filter(filter);

@@ -13,6 +13,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Registry;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -218,5 +219,20 @@ where
                 writeln!(writer, "{rest}")
             }
         }
+    }
+}
+
+/// The fmt layer's span field formatter: nothing. Span fields are never printed (only the node
+/// labels and trace ids taken from them), and the default formatter would write every new
+/// span's fields into a string, with colour codes, on every request.
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> std::fmt::Result {
+        Ok(())
     }
 }
