@@ -41,7 +41,7 @@ struct Options {
     /// Operations to measure.
     #[arg(long, value_delimiter = ',', default_values_t = Op::ALL)]
     ops: Vec<Op>,
-    /// Systems to drive (both are started either way): quorumid, etcd.
+    /// Systems to measure (both are started either way): quorumid, etcd.
     #[arg(long, value_delimiter = ',', default_values_t = ["quorumid".to_string(), "etcd".to_string()])]
     systems: Vec<String>,
     /// Concurrent clients per point.
@@ -156,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("preparing the key sets")?;
 
+    let wanted = |system: &str| options.systems.iter().any(|s| s == system);
     let warmup = Duration::from_secs(options.warmup_seconds);
     let measured = Duration::from_secs(options.seconds);
     for &op in &options.ops {
@@ -166,11 +167,7 @@ async fn main() -> anyhow::Result<()> {
                 warmup,
                 measured,
             };
-            for target in targets
-                .both()
-                .into_iter()
-                .filter(|t| options.systems.iter().any(|s| s == t.name()))
-            {
+            for target in targets.both().into_iter().filter(|t| wanted(t.name())) {
                 let measurement = load::run(&target, &point).await;
                 eprintln!("{}", measurement.line());
                 results.points.push(measurement);
@@ -178,12 +175,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    if options.failover_runs > 0 {
+    if options.failover_runs > 0 && wanted("quorumid") {
         results.failover.push(
             failover::quorumid(&mut quorumid, &targets.quorumid, options.failover_runs)
                 .await
                 .context("quorumid failover")?,
         );
+    }
+    if options.failover_runs > 0 && wanted("etcd") {
         results.failover.push(
             failover::etcd(&mut etcd, &targets.etcd, options.failover_runs)
                 .await
