@@ -3,7 +3,7 @@
 //! | op | quorumid | etcd |
 //! |---|---|---|
 //! | `status` | Suspend / Reinstate of the worker's own identity, in turn | put of the same size |
-//! | `enroll` | Enroll with six ISO fingerprint records (about 1.3 KiB) | put of the same size |
+//! | `enroll` | Enroll with six ISO fingerprint records (about 1.2 KiB) | put of the same size |
 //! | `bounded` | Verify at BOUNDED (1 s) of a random identity of the read set | serializable get |
 //! | `linearizable` | Verify at LINEARIZABLE | linearizable get |
 //! | `local` | Verify at LOCAL | serializable get |
