@@ -16,6 +16,38 @@ use tonic::transport::{Channel, Endpoint};
 /// How long a cluster may take to start or to settle after a restart.
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// What the failover measurement needs of a cluster, whichever system it runs.
+pub trait Members {
+    fn len(&self) -> usize;
+    /// Waits until every member follows one leader and is caught up; returns the leader's
+    /// position.
+    async fn settled(&self) -> anyhow::Result<usize>;
+    /// SIGKILL, and wait for the process to be gone.
+    async fn kill(&mut self, member: usize);
+    /// Starts a killed member again, on its data.
+    fn restart(&mut self, member: usize) -> anyhow::Result<()>;
+}
+
+/// Calls `agreed` every 50 ms until it names the leader, for at most `SETTLE`.
+async fn until_settled<F, Fut>(system: &str, mut agreed: F) -> anyhow::Result<usize>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match agreed().await {
+            Ok(leader) => return Ok(leader),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!(
+                    "the {system} cluster did not settle within {SETTLE:?}"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// One member process: how to start it again, and the running child (if any).
 struct Member {
     program: PathBuf,
@@ -135,12 +167,8 @@ impl QuorumidCluster {
             channels,
         };
         dev::wait_for_leader(&cluster.configs[0].api_addr).await?;
-        cluster.settled(None).await?;
+        cluster.settled().await?;
         Ok(cluster)
-    }
-
-    pub fn len(&self) -> usize {
-        self.members.len()
     }
 
     pub async fn status(&self, node: usize) -> anyhow::Result<pb::StatusResponse> {
@@ -152,24 +180,11 @@ impl QuorumidCluster {
         Ok(answer.into_inner())
     }
 
-    /// Waits until every node (but `except`) follows one leader, has applied what the
-    /// leader committed and has a fresh read watermark; returns the leader's position.
-    pub async fn settled(&self, except: Option<usize>) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Ok(leader) = self.agreed(except).await {
-                return Ok(leader);
-            }
-            if Instant::now() > deadline {
-                bail!("the quorumid cluster did not settle within {SETTLE:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn agreed(&self, except: Option<usize>) -> anyhow::Result<usize> {
+    /// The leader's position, if every node follows it, has applied what it committed and
+    /// has a fresh read watermark.
+    async fn agreed(&self) -> anyhow::Result<usize> {
         let mut statuses = Vec::new();
-        for node in (0..self.len()).filter(|n| Some(*n) != except) {
+        for node in 0..self.members.len() {
             statuses.push(self.status(node).await?);
         }
         let leader_id = statuses[0].leader_id.context("no leader")?;
@@ -192,18 +207,28 @@ impl QuorumidCluster {
             .context("unknown leader id")
     }
 
-    pub async fn kill(&mut self, node: usize) {
-        self.members[node].kill().await;
-    }
-
-    pub fn restart(&mut self, node: usize) -> anyhow::Result<()> {
-        self.members[node].spawn()
-    }
-
     pub async fn stop(&mut self) {
         for member in &mut self.members {
             member.stop().await;
         }
+    }
+}
+
+impl Members for QuorumidCluster {
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    async fn settled(&self) -> anyhow::Result<usize> {
+        until_settled("quorumid", || self.agreed()).await
+    }
+
+    async fn kill(&mut self, node: usize) {
+        self.members[node].kill().await;
+    }
+
+    fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        self.members[node].spawn()
     }
 }
 
@@ -267,32 +292,15 @@ impl EtcdCluster {
             clients.push(client);
         }
         let cluster = EtcdCluster { members, clients };
-        cluster.settled(None).await?;
+        cluster.settled().await?;
         Ok(cluster)
     }
 
-    /// Waits until every member (but `except`) names the same leader and answers a
-    /// linearizable read; returns the leader's position.
-    pub async fn settled(&self, except: Option<usize>) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Ok(leader) = self.agreed(except).await {
-                return Ok(leader);
-            }
-            if Instant::now() > deadline {
-                bail!("the etcd cluster did not settle within {SETTLE:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn agreed(&self, except: Option<usize>) -> anyhow::Result<usize> {
+    /// The leader's position, if every member names it and answers a linearizable read.
+    async fn agreed(&self) -> anyhow::Result<usize> {
         let mut leader = None;
         let mut leader_position = None;
         for (i, client) in self.clients.iter().enumerate() {
-            if Some(i) == except {
-                continue;
-            }
             let mut maintenance = client.maintenance_client();
             let status = tokio::time::timeout(Duration::from_secs(2), maintenance.status())
                 .await
@@ -313,17 +321,27 @@ impl EtcdCluster {
         leader_position.context("the leader is not among the live members")
     }
 
-    pub async fn kill(&mut self, member: usize) {
-        self.members[member].kill().await;
-    }
-
-    pub fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        self.members[member].spawn()
-    }
-
     pub async fn stop(&mut self) {
         for member in &mut self.members {
             member.stop().await;
         }
+    }
+}
+
+impl Members for EtcdCluster {
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    async fn settled(&self) -> anyhow::Result<usize> {
+        until_settled("etcd", || self.agreed()).await
+    }
+
+    async fn kill(&mut self, member: usize) {
+        self.members[member].kill().await;
+    }
+
+    fn restart(&mut self, member: usize) -> anyhow::Result<()> {
+        self.members[member].spawn()
     }
 }

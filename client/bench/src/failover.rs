@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::clusters::{EtcdCluster, QuorumidCluster};
-use crate::workload::{EtcdTarget, QuorumidTarget, Worker};
+use crate::clusters::Members;
 
 /// One write attempt may take this long before the writer moves on to the next member.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -46,7 +45,7 @@ impl Failover {
 }
 
 /// Tries `write` on the members other than `killed`, in turn, until one succeeds.
-async fn first_write<F, Fut>(killed: usize, members: usize, mut write: F) -> anyhow::Result<f64>
+async fn first_write<F, Fut>(killed: usize, members: usize, write: &mut F) -> anyhow::Result<f64>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = bool>,
@@ -69,51 +68,28 @@ where
     unreachable!("the loop only ends by returning")
 }
 
-pub async fn quorumid(
-    cluster: &mut QuorumidCluster,
-    target: &QuorumidTarget,
+/// `runs` times: kill the leader, time `write` until a survivor acknowledges one, restart
+/// the killed member and let the cluster settle.
+pub async fn measure<C, F, Fut>(
+    system: &'static str,
+    cluster: &mut C,
     runs: usize,
-) -> anyhow::Result<Failover> {
+    mut write: F,
+) -> anyhow::Result<Failover>
+where
+    C: Members,
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = bool>,
+{
     let mut times = Vec::new();
     for run in 0..runs {
-        let leader = cluster.settled(None).await?;
+        let leader = cluster.settled().await?;
         cluster.kill(leader).await;
-        let ms = first_write(leader, cluster.len(), |member| async move {
-            // A worker's index picks its node.
-            let mut worker = Worker::new(member);
-            target.enroll(&mut worker).await.is_ok()
-        })
-        .await?;
-        eprintln!("quorumid failover {}/{runs}: {ms:.0} ms", run + 1);
+        let ms = first_write(leader, cluster.len(), &mut write).await?;
+        eprintln!("{system} failover {}/{runs}: {ms:.0} ms", run + 1);
         times.push(ms);
         cluster.restart(leader)?;
     }
-    cluster.settled(None).await?;
-    Ok(Failover::new("quorumid", times))
-}
-
-pub async fn etcd(
-    cluster: &mut EtcdCluster,
-    target: &EtcdTarget,
-    runs: usize,
-) -> anyhow::Result<Failover> {
-    let mut times = Vec::new();
-    for run in 0..runs {
-        let leader = cluster.settled(None).await?;
-        cluster.kill(leader).await;
-        let ms = first_write(leader, cluster.clients.len(), |member| async move {
-            let mut worker = Worker::new(member);
-            let key = format!("bench/failover/{run}");
-            target
-                .put(&mut worker, key, &target.enroll_value)
-                .await
-                .is_ok()
-        })
-        .await?;
-        eprintln!("etcd failover {}/{runs}: {ms:.0} ms", run + 1);
-        times.push(ms);
-        cluster.restart(leader)?;
-    }
-    cluster.settled(None).await?;
-    Ok(Failover::new("etcd", times))
+    cluster.settled().await?;
+    Ok(Failover::new(system, times))
 }

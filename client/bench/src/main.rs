@@ -30,7 +30,7 @@ use clap::Parser;
 use crate::clusters::{EtcdCluster, QuorumidCluster};
 use crate::load::Point;
 use crate::report::Results;
-use crate::workload::{Op, Targets};
+use crate::workload::{Op, Targets, Worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,18 +176,31 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if options.failover_runs > 0 && wanted("quorumid") {
-        results.failover.push(
-            failover::quorumid(&mut quorumid, &targets.quorumid, options.failover_runs)
-                .await
-                .context("quorumid failover")?,
-        );
+        // A worker's index picks its node: each attempt enrolls through the member tried.
+        let q = targets.quorumid.clone();
+        let write = |member| {
+            let q = q.clone();
+            async move { q.enroll(&mut Worker::new(member)).await.is_ok() }
+        };
+        let measured = failover::measure("quorumid", &mut quorumid, options.failover_runs, write);
+        results
+            .failover
+            .push(measured.await.context("quorumid failover")?);
     }
     if options.failover_runs > 0 && wanted("etcd") {
-        results.failover.push(
-            failover::etcd(&mut etcd, &targets.etcd, options.failover_runs)
-                .await
-                .context("etcd failover")?,
-        );
+        let e = targets.etcd.clone();
+        let write = |member| {
+            let e = e.clone();
+            async move {
+                let mut worker = Worker::new(member);
+                let key = format!("bench/failover/{member}");
+                e.put(&mut worker, key, &e.enroll_value).await.is_ok()
+            }
+        };
+        let measured = failover::measure("etcd", &mut etcd, options.failover_runs, write);
+        results
+            .failover
+            .push(measured.await.context("etcd failover")?);
     }
 
     quorumid.stop().await;

@@ -26,7 +26,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use crate::clusters::{EtcdCluster, QuorumidCluster};
+use crate::clusters::{EtcdCluster, Members, QuorumidCluster};
 
 /// Identities (and etcd keys) in the read set.
 const READ_SET: usize = 1_000;
@@ -408,7 +408,7 @@ impl Targets {
             .context("filling etcd's read set")?;
 
         // Let every quorumid node apply the read set before the first point.
-        quorumid.settled(None).await?;
+        quorumid.settled().await?;
         Ok(Targets {
             quorumid: Arc::new(q),
             etcd: Arc::new(e),
