@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use opentelemetry::trace::TraceContextExt as _;
 use quorumid_proto::v1::RaftPayload;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,15 @@ pub enum WriteError {
     ShuttingDown,
     #[error("the leader could not read its state: {0}")]
     Unavailable(String),
+}
+
+impl From<ForwardToLeader<NodeId, crate::raft::NodeInfo>> for WriteError {
+    fn from(to: ForwardToLeader<NodeId, crate::raft::NodeInfo>) -> WriteError {
+        WriteError::LeaderChanged {
+            leader_id: to.leader_id,
+            leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
+        }
+    }
 }
 
 /// Submits writes from this node.
@@ -142,12 +151,7 @@ impl Writer {
             .await
             .map_err(|_| WriteError::NoLeader)?
             .map_err(|e| match e {
-                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => {
-                    WriteError::LeaderChanged {
-                        leader_id: to.leader_id,
-                        leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
-                    }
-                }
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => to.into(),
                 RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
                 RaftError::Fatal(_) => WriteError::ShuttingDown,
             })?;
@@ -304,10 +308,7 @@ fn write_error(
     e: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::NodeInfo>>,
 ) -> WriteError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => WriteError::LeaderChanged {
-            leader_id: to.leader_id,
-            leader_api_addr: to.leader_node.map(|n| n.api_addr).unwrap_or_default(),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => to.into(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(_)) => {
             unreachable!("a registry command is not a membership change")
         }

@@ -343,7 +343,7 @@ impl Targets {
         payload: Payload,
         workers: usize,
     ) -> anyhow::Result<Targets> {
-        let q = QuorumidTarget {
+        let mut q = QuorumidTarget {
             channels: quorumid.channels.clone(),
             templates: payload.templates,
             read_ids: Vec::new(),
@@ -363,31 +363,25 @@ impl Targets {
         ];
 
         // Enroll through 32 concurrent callers; each enrollment is retried until it lands.
-        let q = Arc::new(q);
-        let ids: Vec<String> = futures::stream::iter(0..READ_SET + workers)
-            .map(|i| {
-                let q = q.clone();
-                async move {
-                    let mut worker = Worker::new(1_000_000 + i);
-                    for _ in 0..10 {
-                        match q.enroll(&mut worker).await {
-                            Ok(id) => return Ok(id),
-                            Err(_) => {
-                                tokio::time::sleep(std::time::Duration::from_millis(100)).await
-                            }
-                        }
+        let target = &q;
+        let mut ids: Vec<String> = futures::stream::iter(0..READ_SET + workers)
+            .map(|i| async move {
+                let mut worker = Worker::new(1_000_000 + i);
+                for _ in 0..10 {
+                    match target.enroll(&mut worker).await {
+                        Ok(id) => return Ok(id),
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
                     }
-                    bail!("enrollment {i} of the read set failed 10 times")
                 }
+                bail!("enrollment {i} of the read set failed 10 times")
             })
             .buffer_unordered(32)
             .collect::<Vec<anyhow::Result<String>>>()
             .await
             .into_iter()
             .collect::<anyhow::Result<_>>()?;
-        let mut q = Arc::try_unwrap(q).map_err(|_| anyhow::anyhow!("target still shared"))?;
-        q.own_ids = ids[READ_SET..].to_vec();
-        q.read_ids = ids[..READ_SET].to_vec();
+        q.own_ids = ids.split_off(READ_SET);
+        q.read_ids = ids;
 
         let e = EtcdTarget {
             clients: etcd.clients.clone(),
