@@ -30,7 +30,8 @@ export QUORUMID_IMAGE="${QUORUMID_IMAGE:-quorumid-node:dev}"
 deploy/build-image.sh "$QUORUMID_IMAGE" ${1:+"$1"} >/dev/null
 QUORUMID_DOCUMENT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 QUORUMID_PSEUDONYM_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export QUORUMID_DOCUMENT_KEY QUORUMID_PSEUDONYM_KEY
+QUORUMID_STORAGE_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+export QUORUMID_DOCUMENT_KEY QUORUMID_PSEUDONYM_KEY QUORUMID_STORAGE_KEY
 
 compose down -v --remove-orphans >/dev/null 2>&1 || true
 trap 'compose down -v --remove-orphans >/dev/null 2>&1 || true' EXIT

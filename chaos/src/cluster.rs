@@ -61,7 +61,7 @@ fn config(
     province: &str,
     api_addrs: &[String],
     spec: &ClusterSpec,
-    keys: &(String, String),
+    keys: &(String, String, String),
 ) -> String {
     let api_addr = &api_addrs[(id - 1) as usize];
     let raft_addr = |n: u64| format!("http://{}-n{n}:{RAFT_PORT}", spec.run);
@@ -84,10 +84,11 @@ fn config(
         }
     }
     text.push_str(&format!(
-        "\n[keys]\ndocument_key = \"{}\"\npseudonym_key = \"{}\"\n\
+        "\n[keys]\ndocument_key = \"{}\"\npseudonym_key = \"{}\"\nstorage_key = \"{}\"\n\
+         \n[tls]\ninsecure_plaintext = true\n\
          \n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
          snapshot_after_entries = 300\nkeep_entries_after_snapshot = 50\n",
-        keys.0, keys.1
+        keys.0, keys.1, keys.2
     ));
     text
 }
@@ -109,6 +110,7 @@ impl Cluster {
     pub async fn start(docker: Docker, spec: ClusterSpec) -> anyhow::Result<Cluster> {
         docker::create_network(&docker, &spec.run, &spec.run).await?;
         let keys = (
+            hex::encode(rand::random::<[u8; 32]>()),
             hex::encode(rand::random::<[u8; 32]>()),
             hex::encode(rand::random::<[u8; 32]>()),
         );

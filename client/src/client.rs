@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::error::Error;
 use crate::failover::{self, Plan};
 use crate::nodes::{self, NodeSet, NodeView};
+use crate::tls::ClientTls;
 use crate::types::{
     CommitToken, Consistency, Enrolled, Enrollment, IdentityStatus, ReadFacts, Record,
     StatusChange, StatusChanged, Template, Verification,
@@ -38,6 +39,8 @@ pub struct Settings {
     pub hedge_after: Option<Duration>,
     /// Prefer nodes of this province among equally healthy ones.
     pub province: Option<String>,
+    /// Mutual TLS: the cluster CA and this caller's certificate (node addresses `https://`).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             probe_timeout: Duration::from_secs(1),
             hedge_after: None,
             province: None,
+            tls: None,
         }
     }
 }
@@ -116,6 +120,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Mutual TLS with the cluster (see SECURITY.md): required by nodes configured with `[tls]`.
+    pub fn tls(mut self, tls: ClientTls) -> ClientBuilder {
+        self.settings.tls = Some(tls);
+        self
+    }
+
     /// Resolves the endpoints, probes every node once (bounded by the probe timeout) so the
     /// first call already goes to the nearest, and starts probing in the background.
     pub async fn connect(self) -> Result<Client, Error> {
@@ -129,7 +139,10 @@ impl ClientBuilder {
             NodeSet::resolve(
                 &self.endpoints,
                 s.province.clone(),
-                s.connect_timeout,
+                nodes::Connect {
+                    timeout: s.connect_timeout,
+                    tls: s.tls.clone(),
+                },
                 s.probe_timeout,
             )
             .await?,

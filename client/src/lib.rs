@@ -13,6 +13,7 @@
 //! - [`error`]: typed errors (revoked, suspended, unknown id, stale, no quorum, permission
 //!   denied, invalid input, ...) and the reading of gRPC statuses.
 //! - [`types`]: the requests and answers as plain Rust types.
+//! - [`tls`]: [`ClientTls`], the CA and caller certificate for clusters that run mutual TLS.
 //! - `src/bin/quorumid/`: the `quorumid` command-line tool, on this library.
 //!
 //! # Guarantees a caller can build on
@@ -70,6 +71,7 @@ pub mod client;
 pub mod error;
 mod failover;
 pub mod nodes;
+pub mod tls;
 pub mod types;
 
 pub use client::{Client, ClientBuilder, MembershipChange, NewLearner, Settings, VerifyOptions};
@@ -77,6 +79,7 @@ pub use error::{DuplicateKind, Error, Failure, Failures, RetryKind};
 pub use nodes::{Health, NodeView};
 /// The generated protobuf types, for the operator calls that answer them directly.
 pub use quorumid_proto::v1 as pb;
+pub use tls::ClientTls;
 pub use types::{
     Authority, CommitToken, Consistency, Enrolled, Enrollment, HistoryEvent, IdentityStatus,
     ReadFacts, Reason, Record, RequestId, StatusChange, StatusChanged, Template, Verification,

@@ -23,6 +23,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::{Error, RetryKind};
+use crate::tls::ClientTls;
 
 /// The weight of a new round-trip sample in the moving average.
 const EWMA_ALPHA: f64 = 0.3;
@@ -72,15 +73,27 @@ struct NodeState {
 }
 
 impl Node {
-    fn new(addr: String, connect_timeout: Duration) -> Result<Node, Error> {
-        let channel = Endpoint::from_shared(addr.clone())
-            .map_err(|e| Error::Config(format!("{addr:?} is not a valid endpoint URI: {e}")))?
-            .connect_timeout(connect_timeout)
+    /// `server_name`: the host name `addr`'s IP address was resolved from, if it was.
+    fn new(addr: String, server_name: Option<&str>, connect: &Connect) -> Result<Node, Error> {
+        let bad = |e: tonic::transport::Error| {
+            Error::Config(format!("{addr:?} is not a valid endpoint: {e}"))
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(bad)?
+            .connect_timeout(connect.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &connect.tls {
+            if !addr.starts_with("https://") {
+                return Err(Error::Config(format!(
+                    "{addr:?}: with TLS settings, node addresses must be https://"
+                )));
+            }
+            endpoint = endpoint.tls_config(tls.config(server_name)).map_err(bad)?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Node {
             addr,
             channel,
@@ -152,8 +165,15 @@ pub(crate) struct NodeSet {
     learned: Mutex<HashMap<String, Arc<Node>>>,
     leader: Mutex<Option<String>>,
     province: Option<String>,
-    connect_timeout: Duration,
+    connect: Connect,
     probe_timeout: Duration,
+}
+
+/// How every node's channel is made.
+#[derive(Clone, Debug)]
+pub(crate) struct Connect {
+    pub timeout: Duration,
+    pub tls: Option<ClientTls>,
 }
 
 impl NodeSet {
@@ -162,14 +182,14 @@ impl NodeSet {
     pub async fn resolve(
         endpoints: &[String],
         province: Option<String>,
-        connect_timeout: Duration,
+        connect: Connect,
         probe_timeout: Duration,
     ) -> Result<NodeSet, Error> {
-        let mut addrs: Vec<String> = Vec::new();
+        let mut addrs: Vec<(String, Option<String>)> = Vec::new();
         for endpoint in endpoints {
-            for addr in expand(endpoint).await? {
-                if !addrs.contains(&addr) {
-                    addrs.push(addr);
+            for (addr, name) in expand(endpoint).await? {
+                if !addrs.iter().any(|(a, _)| *a == addr) {
+                    addrs.push((addr, name));
                 }
             }
         }
@@ -178,14 +198,14 @@ impl NodeSet {
         }
         let nodes = addrs
             .into_iter()
-            .map(|a| Node::new(a, connect_timeout).map(Arc::new))
+            .map(|(a, name)| Node::new(a, name.as_deref(), &connect).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(NodeSet {
             nodes,
             learned: Mutex::new(HashMap::new()),
             leader: Mutex::new(None),
             province,
-            connect_timeout,
+            connect,
             probe_timeout,
         })
     }
@@ -227,7 +247,7 @@ impl NodeSet {
         if let Some(n) = learned.get(addr) {
             return Ok(n.clone());
         }
-        let node = Arc::new(Node::new(addr.to_string(), self.connect_timeout)?);
+        let node = Arc::new(Node::new(addr.to_string(), None, &self.connect)?);
         learned.insert(addr.to_string(), node.clone());
         Ok(node)
     }
@@ -313,7 +333,7 @@ pub(crate) async fn probe_forever(set: Weak<NodeSet>, interval: Duration) {
 
 /// `http://name:port` → one `http://ip:port` per address the name resolves to. IP literals,
 /// and names that do not resolve now, are kept as given (the channel resolves them later).
-async fn expand(endpoint: &str) -> Result<Vec<String>, Error> {
+async fn expand(endpoint: &str) -> Result<Vec<(String, Option<String>)>, Error> {
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|e| Error::Config(format!("{endpoint:?} is not a valid endpoint URI: {e}")))?;
@@ -326,19 +346,22 @@ async fn expand(endpoint: &str) -> Result<Vec<String>, Error> {
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let as_given = || vec![(endpoint.trim_end_matches('/').to_string(), None)];
     if bare.parse::<IpAddr>().is_ok() {
-        return Ok(vec![endpoint.trim_end_matches('/').to_string()]);
+        return Ok(as_given());
     }
     match tokio::net::lookup_host((bare, port)).await {
         Ok(addrs) => {
-            let mut out: Vec<String> = addrs.map(|a| format!("{scheme}://{a}")).collect::<Vec<_>>();
+            let mut out: Vec<(String, Option<String>)> = addrs
+                .map(|a| (format!("{scheme}://{a}"), Some(bare.to_string())))
+                .collect();
             out.dedup();
             if out.is_empty() {
-                out.push(endpoint.trim_end_matches('/').to_string());
+                return Ok(as_given());
             }
             Ok(out)
         }
-        Err(_) => Ok(vec![endpoint.trim_end_matches('/').to_string()]),
+        Err(_) => Ok(as_given()),
     }
 }
 
@@ -346,12 +369,19 @@ async fn expand(endpoint: &str) -> Result<Vec<String>, Error> {
 mod tests {
     use super::*;
 
+    fn plain() -> Connect {
+        Connect {
+            timeout: Duration::from_secs(1),
+            tls: None,
+        }
+    }
+
     async fn set(addrs: &[&str], province: Option<&str>) -> NodeSet {
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         NodeSet::resolve(
             &addrs,
             province.map(str::to_string),
-            Duration::from_secs(1),
+            plain(),
             Duration::from_secs(1),
         )
         .await
@@ -412,7 +442,7 @@ mod tests {
         let err = NodeSet::resolve(
             &["not a uri".to_string()],
             None,
-            Duration::from_secs(1),
+            plain(),
             Duration::from_secs(1),
         )
         .await

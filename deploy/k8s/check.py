@@ -6,17 +6,23 @@ Usage: check.py RENDERED.yaml...      one file per overlay (`kubectl kustomize o
                                       breaks the rendered manifests one way per check and
                                       fails unless every check notices its breakage
 
-Checks, per overlay: probes point at the container's API port (readiness is a gRPC probe,
-liveness lenient); every mounted volume exists and every PVC template is mounted, with the
-node's data_dir on one; the node's per-province environment is complete and its addresses
-name this StatefulSet's pods under its headless Service; the PDB and the Services select
-exactly this province's pods; the peers Service publishes not-ready pods; the NetworkPolicy
-admits the Raft port from quorumid pods of every province and from nothing else.
+Checks, per overlay: readiness is an HTTP GET of /ready on the metrics port (the port
+node.toml's metrics_listen serves), liveness a lenient TCP check of the API port (the API
+port demands a client certificate, which kubelet probes cannot present); every mounted
+volume exists and every PVC template is mounted, with the node's data_dir on one; the
+node's per-province environment is complete, its keys (and retired storage keys, when
+set) come from Secrets, and its addresses are https:// and name this StatefulSet's pods under its headless Service; mutual TLS: the
+CA, certificate and key are files of the `quorumid-tls` Secret volume (mounted whole,
+read-only), certificate and key named by {node_id}, and plaintext is never allowed; the
+PDB and the Services select exactly this province's pods; the peers Service publishes
+not-ready pods; the NetworkPolicy admits the Raft port from quorumid pods of every
+province and from nothing else.
 Across overlays: exactly one seed province, disjoint node id ranges and pod selectors, and
-join addresses that name rendered Services.
+https:// join addresses that name rendered Services.
 """
 
 import copy
+import posixpath
 import re
 import sys
 import tomllib
@@ -25,6 +31,12 @@ import yaml
 
 RAFT_PORT_NAME = "raft"
 API_PORT_NAME = "api"
+METRICS_PORT_NAME = "metrics"
+# The Secret with the CA certificate and every node's certificate and key (make-secrets.sh).
+TLS_SECRET = "quorumid-tls"
+TLS_ENV = ("QUORUMID_TLS_CA", "QUORUMID_TLS_CERT", "QUORUMID_TLS_KEY")
+# Replaced by the node with its own id in the certificate and key paths.
+NODE_ID_PLACEHOLDER = "{node_id}"
 
 
 class Overlay:
@@ -112,27 +124,54 @@ def named_port(container, name):
     return port_number(container, name)
 
 
+def under(path, mount):
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
 # --- checks: each returns a list of problems ----------------------------------------------
 
 
 def check_probes(o):
     c = o.container
     api = named_port(c, API_PORT_NAME)
+    metrics = named_port(c, METRICS_PORT_NAME)
     problems = []
-    if api is None:
-        return [f"{o.path}: the node container exposes no port named {API_PORT_NAME!r}"]
-    ready = c.get("readinessProbe") or {}
-    if "grpc" not in ready:
-        problems.append(f"{o.path}: readinessProbe must be a gRPC probe (grpc.health.v1)")
-    elif ready["grpc"].get("port") != api:
+    for name, number in ((API_PORT_NAME, api), (METRICS_PORT_NAME, metrics)):
+        if number is None:
+            problems.append(f"{o.path}: the node container exposes no port named {name!r}")
+    if problems:
+        return problems
+    listen = (node_config(o).get("telemetry") or {}).get("metrics_listen", "")
+    if listen.rpartition(":")[2] != str(metrics):
         problems.append(
-            f"{o.path}: readinessProbe gRPC port {ready['grpc'].get('port')} is not the "
-            f"API port {api}"
+            f"{o.path}: node.toml [telemetry] metrics_listen {listen!r} does not serve the "
+            f"metrics port {metrics} (the readiness probe asks it for /ready)"
         )
+    ready = c.get("readinessProbe") or {}
+    http = ready.get("httpGet")
+    if http is None:
+        problems.append(
+            f"{o.path}: readinessProbe must be an httpGet of /ready on the metrics port "
+            "(the API port demands a client certificate, which the kubelet cannot present)"
+        )
+    else:
+        if port_number(c, http.get("port")) != metrics:
+            problems.append(
+                f"{o.path}: readinessProbe port {http.get('port')!r} is not the metrics port {metrics}"
+            )
+        if http.get("path") != "/ready":
+            problems.append(f"{o.path}: readinessProbe path {http.get('path')!r} is not /ready")
+        if http.get("scheme", "HTTP") != "HTTP":
+            problems.append(f"{o.path}: readinessProbe must use plain HTTP (the metrics port has no TLS)")
     live = c.get("livenessProbe")
     if live:
-        handler = live.get("grpc") or live.get("tcpSocket") or live.get("httpGet")
-        if handler is None or port_number(c, handler.get("port")) != api:
+        handler = live.get("tcpSocket")
+        if handler is None:
+            problems.append(
+                f"{o.path}: livenessProbe must be a tcpSocket check (a gRPC or HTTP check of "
+                "the API port needs a client certificate)"
+            )
+        elif port_number(c, handler.get("port")) != api:
             problems.append(f"{o.path}: livenessProbe must check the API port {api}")
         if live.get("periodSeconds", 10) * live.get("failureThreshold", 3) < 60:
             problems.append(
@@ -159,9 +198,6 @@ def check_volumes(o):
         if name not in mounts
     ]
     data_dir = node_config(o).get("data_dir", "")
-    def under(path, mount):
-        return path == mount or path.startswith(mount.rstrip("/") + "/")
-
     if not any(n in mounts and under(data_dir, mounts[n]) for n in claims):
         problems.append(f"{o.path}: data_dir {data_dir!r} is not on a persistent volume")
     if not (o.container.get("securityContext") or {}).get("readOnlyRootFilesystem"):
@@ -170,12 +206,18 @@ def check_volumes(o):
 
 
 def node_config(o):
-    for volume in o.sts["spec"]["template"]["spec"].get("volumes", []):
-        if "configMap" in volume:
-            cm = o.config_map(volume["configMap"]["name"])
-            if cm and "node.toml" in cm.get("data", {}):
-                return tomllib.loads(cm["data"]["node.toml"])
-    raise CheckError(f"{o.path}: no ConfigMap volume carries node.toml")
+    """node.toml as the node reads it: the file named by `--config`, on a ConfigMap volume."""
+    args = o.container.get("args", [])
+    path = args[args.index("--config") + 1] if "--config" in args[:-1] else "/etc/quorumid/node.toml"
+    directory, name = posixpath.split(path)
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in o.container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in o.sts["spec"]["template"]["spec"].get("volumes", [])}
+    volume = volumes.get(mounts.get(directory), {})
+    if "configMap" in volume:
+        cm = o.config_map(volume["configMap"]["name"])
+        if cm and name in cm.get("data", {}):
+            return tomllib.loads(cm["data"][name])
+    raise CheckError(f"{o.path}: no ConfigMap volume mounted at {directory} carries {name} (--config {path})")
 
 
 REQUIRED_ENV = [
@@ -186,7 +228,12 @@ REQUIRED_ENV = [
     "QUORUMID_POD_INDEX",
     "QUORUMID_DOCUMENT_KEY",
     "QUORUMID_PSEUDONYM_KEY",
+    "QUORUMID_STORAGE_KEY",
 ]
+# Keys the node reads from its environment: from a Secret (secretKeyRef), never a literal in
+# the manifests or the province ConfigMap. The optional ones only when set.
+SECRET_ENV = ["QUORUMID_DOCUMENT_KEY", "QUORUMID_PSEUDONYM_KEY", "QUORUMID_STORAGE_KEY"]
+OPTIONAL_SECRET_ENV = ["QUORUMID_RETIRED_STORAGE_KEYS"]
 
 
 def check_environment(o):
@@ -197,15 +244,64 @@ def check_environment(o):
     index = env["QUORUMID_POD_INDEX"]
     if (index or {}).get("fieldRef", {}).get("fieldPath") != "metadata.labels['apps.kubernetes.io/pod-index']":
         problems.append(f"{o.path}: QUORUMID_POD_INDEX must come from the pod-index label")
-    for key in ("QUORUMID_DOCUMENT_KEY", "QUORUMID_PSEUDONYM_KEY"):
+    for key in SECRET_ENV + [k for k in OPTIONAL_SECRET_ENV if k in env]:
         if not isinstance(env[key], dict) or "secretKeyRef" not in env[key]:
             problems.append(f"{o.path}: {key} must come from a Secret, not a literal")
     sts = o.sts
     host = f"{sts['metadata']['name']}-{{ordinal}}.{sts['spec']['serviceName']}.{sts['metadata'].get('namespace', 'default')}.svc"
     for var, port_name in (("QUORUMID_API_ADDR", API_PORT_NAME), ("QUORUMID_RAFT_ADDR", RAFT_PORT_NAME)):
-        want = f"http://{host}:{named_port(o.container, port_name)}"
-        if env[var] != want:
+        want = f"https://{host}:{named_port(o.container, port_name)}"
+        if not str(env[var]).startswith("https://"):
+            problems.append(
+                f"{o.path}: {var} {env[var]!r} must be https:// (with TLS the node refuses "
+                "any other address)"
+            )
+        elif env[var] != want:
             problems.append(f"{o.path}: {var} is {env[var]!r}; this StatefulSet's pods are {want!r}")
+    return problems
+
+
+def check_tls(o):
+    env = o.environment()
+    problems = []
+    if "QUORUMID_INSECURE_PLAINTEXT" in env:
+        problems.append(
+            f"{o.path}: QUORUMID_INSECURE_PLAINTEXT is set: the deployment must use mutual "
+            "TLS, never plaintext"
+        )
+    if (node_config(o).get("tls") or {}).get("insecure_plaintext"):
+        problems.append(f"{o.path}: node.toml sets [tls] insecure_plaintext: never in a deployment")
+    pod = o.sts["spec"]["template"]["spec"]
+    tls_volumes = {
+        v["name"] for v in pod.get("volumes", []) if (v.get("secret") or {}).get("secretName") == TLS_SECRET
+    }
+    mounts = [m for m in o.container.get("volumeMounts", []) if m["name"] in tls_volumes]
+    if not mounts:
+        return problems + [f"{o.path}: no volume of the Secret {TLS_SECRET!r} is mounted in the node container"]
+    dirs = []
+    for m in mounts:
+        if m.get("subPath") or m.get("subPathExpr"):
+            problems.append(
+                f"{o.path}: the {TLS_SECRET} volume is mounted with subPath, which the kubelet "
+                "never updates: renewed certificates would not reach the node"
+            )
+        else:
+            dirs.append(m["mountPath"])
+        if not m.get("readOnly"):
+            problems.append(f"{o.path}: the {TLS_SECRET} volume must be mounted readOnly")
+    for var in TLS_ENV:
+        value = env.get(var)
+        if value is None:
+            problems.append(f"{o.path}: the node's environment lacks {var} (mutual TLS)")
+        elif not isinstance(value, str):
+            problems.append(f"{o.path}: {var} must be a literal file path")
+        elif not any(under(value, d) for d in dirs):
+            problems.append(f"{o.path}: {var} {value!r} is not under the {TLS_SECRET} mount {dirs}")
+        elif var != "QUORUMID_TLS_CA" and NODE_ID_PLACEHOLDER not in value:
+            problems.append(
+                f"{o.path}: {var} {value!r} lacks {NODE_ID_PLACEHOLDER}: every pod mounts the "
+                "one Secret with every node's files and must pick its own"
+            )
     return problems
 
 
@@ -339,8 +435,10 @@ def check_across(overlays):
             addr = addr.strip()
             if not addr:
                 continue
-            match = re.fullmatch(r"https?://([^:/]+):(\d+)", addr)
-            if not match or match.group(1) not in services:
+            match = re.fullmatch(r"(https?)://([^:/]+):(\d+)", addr)
+            if match and match.group(1) != "https":
+                problems.append(f"{o.path}: join address {addr!r} is not https:// (the node refuses it with TLS)")
+            elif not match or match.group(2) not in services:
                 problems.append(f"{o.path}: join address {addr!r} names no rendered Service or pod")
     return problems
 
@@ -348,7 +446,7 @@ def check_across(overlays):
 def run_checks(overlays):
     problems = []
     for o in overlays:
-        for check in (check_probes, check_volumes, check_environment, check_selectors):
+        for check in (check_probes, check_volumes, check_environment, check_tls, check_selectors):
             try:
                 problems += check(o)
             except (CheckError, KeyError, StopIteration, TypeError) as e:
@@ -374,14 +472,41 @@ def breakages():
         name = node(os_, i)["envFrom"][0]["configMapRef"]["name"]
         return os_[i].config_map(name)["data"]
 
+    def env_var(os_, name, i=0):
+        return next(v for v in node(os_, i)["env"] if v["name"] == name)
+
+    def config_data(os_, i=0):
+        return next(c for c in os_[i].kind("ConfigMap") if "node.toml" in c.get("data", {}))["data"]
+
+    def tls_mount(os_):
+        return next(m for m in node(os_)["volumeMounts"] if m["name"] == "tls")
+
     def set_probe_port(os_):
-        node(os_)["readinessProbe"]["grpc"]["port"] = 7200
+        node(os_)["readinessProbe"]["httpGet"]["port"] = "api"
 
     def exec_readiness(os_):
         node(os_)["readinessProbe"] = {"exec": {"command": ["true"]}}
 
+    def grpc_readiness(os_):
+        node(os_)["readinessProbe"] = {"grpc": {"port": 7100}}
+
+    def readiness_path(os_):
+        node(os_)["readinessProbe"]["httpGet"]["path"] = "/metrics"
+
+    def metrics_elsewhere(os_):
+        data = config_data(os_)
+        data["node.toml"] = data["node.toml"].replace("0.0.0.0:9100", "0.0.0.0:9200")
+
     def strict_liveness(os_):
         node(os_)["livenessProbe"]["failureThreshold"] = 1
+
+    def grpc_liveness(os_):
+        node(os_)["livenessProbe"].pop("tcpSocket")
+        node(os_)["livenessProbe"]["grpc"] = {"port": 7100}
+
+    def config_not_mounted(os_):
+        args = node(os_)["args"]
+        args[args.index("--config") + 1] = "/etc/elsewhere/node.toml"
 
     def rename_api_port(os_):
         node(os_)["ports"][0]["name"] = "grpc"
@@ -413,6 +538,57 @@ def breakages():
             if var["name"] == "QUORUMID_DOCUMENT_KEY":
                 var.pop("valueFrom")
                 var["value"] = "00" * 32
+
+    def literal_storage_key(os_):
+        var = env_var(os_, "QUORUMID_STORAGE_KEY")
+        var.pop("valueFrom")
+        var["value"] = "00" * 32
+
+    def literal_retired_keys(os_):
+        var = env_var(os_, "QUORUMID_RETIRED_STORAGE_KEYS")
+        var.pop("valueFrom")
+        var["value"] = "1:" + "00" * 32
+
+    def retired_keys_in_config_map(os_):
+        node(os_)["env"] = [v for v in node(os_)["env"] if v["name"] != "QUORUMID_RETIRED_STORAGE_KEYS"]
+        cm_env(os_)["QUORUMID_RETIRED_STORAGE_KEYS"] = "1:" + "00" * 32
+
+    def missing_storage_key(os_):
+        node(os_)["env"] = [v for v in node(os_)["env"] if v["name"] != "QUORUMID_STORAGE_KEY"]
+
+    def plain_address(os_):
+        cm_env(os_)["QUORUMID_RAFT_ADDR"] = cm_env(os_)["QUORUMID_RAFT_ADDR"].replace("https://", "http://")
+
+    def plain_join(os_):
+        join = cm_env(os_, 1)["QUORUMID_JOIN"].split(",")
+        join[-1] = join[-1].replace("https://", "http://")
+        cm_env(os_, 1)["QUORUMID_JOIN"] = ",".join(join)
+
+    def insecure_plaintext(os_):
+        cm_env(os_)["QUORUMID_INSECURE_PLAINTEXT"] = "true"
+
+    def insecure_plaintext_toml(os_):
+        config_data(os_)["node.toml"] += "\n[tls]\ninsecure_plaintext = true\n"
+
+    def missing_tls_key(os_):
+        node(os_)["env"] = [v for v in node(os_)["env"] if v["name"] != "QUORUMID_TLS_KEY"]
+
+    def cert_outside_secret(os_):
+        env_var(os_, "QUORUMID_TLS_CERT")["value"] = "/etc/quorumid/node-{node_id}.pem"
+
+    def one_cert_for_all(os_):
+        env_var(os_, "QUORUMID_TLS_CERT")["value"] = "/etc/quorumid/tls/node.pem"
+
+    def tls_sub_path(os_):
+        tls_mount(os_)["subPath"] = "ca.pem"
+
+    def tls_writable(os_):
+        tls_mount(os_).pop("readOnly")
+
+    def tls_other_secret(os_):
+        for volume in sts(os_)["spec"]["template"]["spec"]["volumes"]:
+            if volume["name"] == "tls":
+                volume["secret"]["secretName"] = "some-tls"
 
     def missing_province(os_):
         del cm_env(os_)["QUORUMID_PROVINCE"]
@@ -446,13 +622,18 @@ def breakages():
         sts(os_, 1)["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/name": "quorumid"}}
 
     def bad_join(os_):
-        cm_env(os_)["QUORUMID_JOIN"] = "http://nowhere.quorumid.svc:7100"
+        cm_env(os_)["QUORUMID_JOIN"] = "https://nowhere.quorumid.svc:7100"
 
     return [
         # (what, how to break it, words the complaint must contain)
-        ("readiness probe on the Raft port", set_probe_port, "is not the API port"),
-        ("readiness probe not gRPC", exec_readiness, "must be a gRPC probe"),
+        ("readiness probe on the API port", set_probe_port, "is not the metrics port"),
+        ("readiness probe not HTTP", exec_readiness, "must be an httpGet of /ready"),
+        ("readiness probe over gRPC (no client certificate)", grpc_readiness, "must be an httpGet of /ready"),
+        ("readiness probe path not /ready", readiness_path, "is not /ready"),
+        ("metrics served on another port", metrics_elsewhere, "metrics_listen"),
         ("strict liveness probe", strict_liveness, "less than 60 s"),
+        ("liveness probe over gRPC (no client certificate)", grpc_liveness, "must be a tcpSocket check"),
+        ("--config not on a mounted volume", config_not_mounted, "carries node.toml"),
         ("API port renamed", rename_api_port, "no port named"),
         ("PVC template not mounted", unmounted_claim, "is not mounted"),
         ("mount of an unknown volume", unknown_mount, "names no volume"),
@@ -462,6 +643,22 @@ def breakages():
         ("overlapping node ids", overlapping_ids, "overlap"),
         ("address not under the peers Service", wrong_address, "QUORUMID_API_ADDR is"),
         ("key as a literal", literal_key, "must come from a Secret"),
+        ("storage key as a literal", literal_storage_key, "QUORUMID_STORAGE_KEY must come from a Secret"),
+        ("retired storage keys as a literal", literal_retired_keys,
+         "QUORUMID_RETIRED_STORAGE_KEYS must come from a Secret"),
+        ("retired storage keys in the province ConfigMap", retired_keys_in_config_map,
+         "QUORUMID_RETIRED_STORAGE_KEYS must come from a Secret"),
+        ("storage key missing", missing_storage_key, "lacks QUORUMID_STORAGE_KEY"),
+        ("plain http:// address", plain_address, "QUORUMID_RAFT_ADDR 'http://"),
+        ("plain http:// join address", plain_join, "is not https://"),
+        ("plaintext allowed by environment", insecure_plaintext, "QUORUMID_INSECURE_PLAINTEXT is set"),
+        ("plaintext allowed by node.toml", insecure_plaintext_toml, "sets [tls] insecure_plaintext"),
+        ("TLS key missing", missing_tls_key, "lacks QUORUMID_TLS_KEY"),
+        ("certificate outside the TLS Secret", cert_outside_secret, "is not under the quorumid-tls mount"),
+        ("one certificate for every node", one_cert_for_all, "lacks {node_id}"),
+        ("TLS Secret mounted by subPath", tls_sub_path, "subPath"),
+        ("TLS Secret mounted writable", tls_writable, "must be mounted readOnly"),
+        ("TLS volume from another Secret", tls_other_secret, "no volume of the Secret"),
         ("province missing", missing_province, "lacks QUORUMID_PROVINCE"),
         ("PDB selecting nothing", pdb_selector, "does not select the pods"),
         ("Service selecting nothing", service_selector, "its selector does not match the pods"),

@@ -19,10 +19,22 @@
 //! [keys]                               # or QUORUMID_DOCUMENT_KEY / QUORUMID_PSEUDONYM_KEY
 //! document_key = "<64 hex characters>"
 //! pseudonym_key = "<64 hex characters>"
+//! storage_key = "<64 hex characters>"  # seals data at rest; or QUORUMID_STORAGE_KEY
+//! storage_key_id = 2                   # stored with each sealed value; or QUORUMID_STORAGE_KEY_ID
+//! retired_storage_keys = { "1" = "<64 hex characters>" } # opened, never used to seal; or
+//!                                      # QUORUMID_RETIRED_STORAGE_KEYS="1:<hex>,..."
 //!
 //! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
 //! face = 0.393
 //! fingerprint = 0.033
+//!
+//! [tls]                                # mutual TLS on both ports; see security/tls.rs
+//! ca = "/etc/quorumid/tls/ca.pem"
+//! cert = "/etc/quorumid/tls/node.pem"
+//! key = "/etc/quorumid/tls/node.key"
+//!
+//! [limits]                             # per-caller rate limits; see security/limits.rs
+//! per_caller_per_second = 5000
 //!
 //! [telemetry]                          # see telemetry/config.rs; all optional
 //! otlp_endpoint = "http://otel-collector:4317"
@@ -30,7 +42,9 @@
 //! metrics_listen = "0.0.0.0:9100"
 //! ```
 //! Environment overrides: `QUORUMID_NODE_ID`, `QUORUMID_PROVINCE`, `QUORUMID_DATA_DIR`,
-//! `QUORUMID_API_ADDR`, `QUORUMID_RAFT_ADDR`, `QUORUMID_BOOTSTRAP`, and the two keys.
+//! `QUORUMID_API_ADDR`, `QUORUMID_RAFT_ADDR`, `QUORUMID_BOOTSTRAP`, the two keys, and the
+//! TLS files (`QUORUMID_TLS_CA`, `QUORUMID_TLS_CERT`, `QUORUMID_TLS_KEY`,
+//! `QUORUMID_INSECURE_PLAINTEXT`).
 //!
 //! On Kubernetes every pod of a province's StatefulSet reads the same file; what differs per
 //! pod follows from its ordinal (`QUORUMID_POD_INDEX`, from the pod label
@@ -60,6 +74,8 @@ use crate::biometrics::Thresholds;
 use crate::raft::{NodeId, NodeInfo};
 use crate::reads::ReadSettings;
 use crate::registry::ClusterKeys;
+use crate::security::at_rest::Sealer;
+use crate::security::{LimitsConfig, TlsConfig};
 use crate::telemetry::TelemetryConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +104,10 @@ pub struct NodeConfig {
     pub reads: ReadConfig,
     #[serde(default)]
     pub biometrics: Thresholds,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
 }
@@ -130,13 +150,23 @@ pub struct MembershipConfig {
 
 /// The placeholder for the pod ordinal in `api_addr` and `raft_addr`.
 const ORDINAL: &str = "{ordinal}";
+/// The placeholder for the node id in `tls.cert` and `tls.key`.
+const NODE_ID: &str = "{node_id}";
 
-/// The cluster secrets, as 64 hex characters each. Every node must hold the same ones.
+/// The cluster secrets, as 64 hex characters each. Every node must hold the same ones
+/// (snapshots carry sealed values from node to node).
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     pub document_key: Option<String>,
     pub pseudonym_key: Option<String>,
+    /// The active storage key (AES-256-GCM) and its id.
+    pub storage_key: Option<String>,
+    #[serde(default)]
+    pub storage_key_id: Option<u32>,
+    /// Storage keys replaced by the active one, by id: values sealed with them still open.
+    #[serde(default)]
+    pub retired_storage_keys: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for KeysConfig {
@@ -206,6 +236,7 @@ impl NodeConfig {
             .with_context(|| format!("parsing config file {}", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok())?;
         config.resolve_ordinal()?;
+        config.resolve_node_id_paths();
         config.check()?;
         Ok(config)
     }
@@ -258,6 +289,37 @@ impl NodeConfig {
         if let Some(v) = var("QUORUMID_PSEUDONYM_KEY") {
             self.keys.pseudonym_key = Some(v);
         }
+        if let Some(v) = var("QUORUMID_STORAGE_KEY") {
+            self.keys.storage_key = Some(v);
+        }
+        if let Some(v) = var("QUORUMID_RETIRED_STORAGE_KEYS") {
+            // id:hex,id:hex (a Secret's value, like the other keys).
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (id, key) = pair.split_once(':').with_context(
+                    || "QUORUMID_RETIRED_STORAGE_KEYS must list id:key pairs, comma-separated",
+                )?;
+                self.keys
+                    .retired_storage_keys
+                    .insert(id.trim().to_string(), key.trim().to_string());
+            }
+        }
+        if let Some(v) = var("QUORUMID_STORAGE_KEY_ID") {
+            self.keys.storage_key_id = Some(v.trim().parse().with_context(|| {
+                format!("QUORUMID_STORAGE_KEY_ID must be a key id (0, 1, ...), got {v:?}")
+            })?);
+        }
+        if let Some(v) = var("QUORUMID_TLS_CA") {
+            self.tls.ca = Some(v.into());
+        }
+        if let Some(v) = var("QUORUMID_TLS_CERT") {
+            self.tls.cert = Some(v.into());
+        }
+        if let Some(v) = var("QUORUMID_TLS_KEY") {
+            self.tls.key = Some(v.into());
+        }
+        if let Some(v) = var("QUORUMID_INSECURE_PLAINTEXT") {
+            self.tls.insecure_plaintext = matches!(v.as_str(), "1" | "true" | "yes");
+        }
         Ok(())
     }
 
@@ -293,6 +355,20 @@ impl NodeConfig {
         self.api_addr = self.api_addr.replace(ORDINAL, &ordinal);
         self.raft_addr = self.raft_addr.replace(ORDINAL, &ordinal);
         Ok(())
+    }
+
+    /// Replaces `{node_id}` in the TLS certificate and key paths: the pods of a StatefulSet
+    /// share one Secret holding every node's files.
+    pub fn resolve_node_id_paths(&mut self) {
+        let id = self.node_id.to_string();
+        for path in [&mut self.tls.cert, &mut self.tls.key]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(text) = path.to_str().filter(|t| t.contains(NODE_ID)) {
+                *path = PathBuf::from(text.replace(NODE_ID, &id));
+            }
+        }
     }
 
     /// Whether this node initialises a new cluster when it has no data: `bootstrap`, or the
@@ -366,6 +442,23 @@ impl NodeConfig {
             bail!("raft.election_timeout_max_ms must be larger than raft.election_timeout_min_ms");
         }
         self.cluster_keys()?;
+        self.sealer()?;
+        self.tls.check(&[self.api_listen, self.raft_listen])?;
+        if self.tls.enabled() {
+            let addrs = [&self.api_addr, &self.raft_addr]
+                .into_iter()
+                .chain(&self.membership.join)
+                .chain(
+                    self.initial_members
+                        .iter()
+                        .flat_map(|m| [&m.api_addr, &m.raft_addr]),
+                );
+            for addr in addrs {
+                if !addr.starts_with("https://") {
+                    bail!("with [tls], every address must be https://, got {addr:?}");
+                }
+            }
+        }
         self.telemetry.check()?;
         Ok(())
     }
@@ -379,23 +472,29 @@ impl NodeConfig {
     }
 
     pub fn cluster_keys(&self) -> anyhow::Result<ClusterKeys> {
-        let parse = |name: &str, value: &Option<String>| -> anyhow::Result<[u8; 32]> {
-            let value = value.as_deref().with_context(|| {
-                format!(
-                    "keys.{name} is not set (64 hex characters, or the QUORUMID_{} variable)",
-                    name.to_uppercase()
-                )
-            })?;
-            let bytes = hex::decode(value.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .with_context(|| format!("keys.{name} must be exactly 64 hex characters"))?;
-            Ok(bytes)
-        };
         Ok(ClusterKeys::new(
-            parse("document_key", &self.keys.document_key)?,
-            parse("pseudonym_key", &self.keys.pseudonym_key)?,
+            key_bytes("document_key", self.keys.document_key.as_deref())?,
+            key_bytes("pseudonym_key", self.keys.pseudonym_key.as_deref())?,
         ))
+    }
+
+    /// The storage keys that seal values at rest.
+    pub fn sealer(&self) -> anyhow::Result<Sealer> {
+        let k = &self.keys;
+        let active_id = k.storage_key_id.unwrap_or(1);
+        let active = key_bytes("storage_key", k.storage_key.as_deref())?;
+        let mut retired = Vec::new();
+        for (id, key) in &k.retired_storage_keys {
+            let name = format!("retired_storage_keys.{id}");
+            let id: u32 = id
+                .parse()
+                .with_context(|| format!("keys.{name}: a storage key id is a number"))?;
+            if id == active_id {
+                bail!("keys.retired_storage_keys lists {id}, the active storage_key_id");
+            }
+            retired.push((id, key_bytes(&name, Some(key))?));
+        }
+        Ok(Sealer::new((active_id, active), retired))
     }
 
     pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
@@ -415,6 +514,20 @@ impl NodeConfig {
     }
 }
 
+/// A 256-bit key from its 64 hex characters.
+fn key_bytes(name: &str, value: Option<&str>) -> anyhow::Result<[u8; 32]> {
+    let value = value.with_context(|| {
+        format!(
+            "keys.{name} is not set (64 hex characters, or the QUORUMID_{} variable)",
+            name.to_uppercase()
+        )
+    })?;
+    hex::decode(value.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("keys.{name} must be exactly 64 hex characters"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +543,7 @@ mod tests {
         [keys]
         document_key = "0000000000000000000000000000000000000000000000000000000000000001"
         pseudonym_key = "0000000000000000000000000000000000000000000000000000000000000002"
+        storage_key = "0000000000000000000000000000000000000000000000000000000000000003"
     "#;
 
     #[test]
@@ -459,6 +573,9 @@ mod tests {
         [keys]
         document_key = "0000000000000000000000000000000000000000000000000000000000000001"
         pseudonym_key = "0000000000000000000000000000000000000000000000000000000000000002"
+        storage_key = "0000000000000000000000000000000000000000000000000000000000000003"
+        [tls]
+        insecure_plaintext = true
     "#;
 
     fn pod(vars: &[(&str, &str)]) -> anyhow::Result<NodeConfig> {
@@ -469,6 +586,7 @@ mod tests {
                 .map(|(_, v)| v.to_string())
         })?;
         config.resolve_ordinal()?;
+        config.resolve_node_id_paths();
         config.check()?;
         Ok(config)
     }
@@ -551,5 +669,75 @@ mod tests {
                 .to_string()
                 .contains("initial_members")
         );
+    }
+
+    #[test]
+    fn tls_paths_name_the_node_id_and_addresses_are_https() {
+        let tls_vars = [
+            ("QUORUMID_POD_INDEX", "1"),
+            ("QUORUMID_TLS_CERT", "/tls/node-{node_id}.pem"),
+            ("QUORUMID_TLS_KEY", "/tls/node-{node_id}.key"),
+            ("QUORUMID_TLS_CA", "/tls/ca.pem"),
+        ];
+        let err = pod(&tls_vars).unwrap_err().to_string();
+        assert!(err.contains("every address must be https://"), "{err}");
+        let mut config: NodeConfig = toml::from_str(&POD.replace("http://", "https://")).unwrap();
+        config
+            .apply_env(|name| {
+                tls_vars
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap();
+        config.resolve_ordinal().unwrap();
+        config.resolve_node_id_paths();
+        config.check().unwrap();
+        assert_eq!(config.tls.cert.unwrap(), PathBuf::from("/tls/node-101.pem"));
+        assert_eq!(config.tls.key.unwrap(), PathBuf::from("/tls/node-101.key"));
+    }
+
+    #[test]
+    fn storage_keys_rotate_through_the_environment() {
+        let mut config: NodeConfig = toml::from_str(BASE).unwrap();
+        let old = "0000000000000000000000000000000000000000000000000000000000000003";
+        let new = "0000000000000000000000000000000000000000000000000000000000000009";
+        let before = config.sealer().unwrap().seal(b"place", b"value");
+        config
+            .apply_env(|name| match name {
+                "QUORUMID_STORAGE_KEY" => Some(new.into()),
+                "QUORUMID_STORAGE_KEY_ID" => Some("2".into()),
+                "QUORUMID_RETIRED_STORAGE_KEYS" => Some(format!("1:{old}")),
+                _ => None,
+            })
+            .unwrap();
+        config.check().unwrap();
+        let sealer = config.sealer().unwrap();
+        assert_eq!(sealer.open(b"place", &before).unwrap(), b"value");
+        assert_eq!(sealer.seal(b"p", b"v")[1..5], 2u32.to_be_bytes());
+        config
+            .apply_env(|name| (name == "QUORUMID_RETIRED_STORAGE_KEYS").then(|| format!("2:{old}")))
+            .unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("the active storage_key_id"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_is_refused_beyond_loopback_unless_declared_insecure() {
+        let mut config: NodeConfig = toml::from_str(BASE).unwrap();
+        config.check().unwrap();
+        config.api_listen = "0.0.0.0:7100".parse().unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("refusing to serve plaintext on 0.0.0.0:7100"),
+            "{err}"
+        );
+        config
+            .apply_env(|name| (name == "QUORUMID_INSECURE_PLAINTEXT").then(|| "true".into()))
+            .unwrap();
+        config.check().unwrap();
+        config.tls.ca = Some("/etc/ca.pem".into());
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("all of ca, cert and key"), "{err}");
     }
 }

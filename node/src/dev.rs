@@ -57,13 +57,19 @@ fn member(options: &DevOptions, id: u64) -> MemberConfig {
 /// The cluster keys of this dev directory: generated once, kept in `keys.toml`.
 pub fn dev_keys(dir: &Path) -> anyhow::Result<KeysConfig> {
     let path = dir.join("keys.toml");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
-    }
-    let keys = KeysConfig {
-        document_key: Some(hex::encode(rand::random::<[u8; 32]>())),
-        pseudonym_key: Some(hex::encode(rand::random::<[u8; 32]>())),
+    let fresh = || Some(hex::encode(rand::random::<[u8; 32]>()));
+    let mut keys = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        Err(_) => KeysConfig {
+            document_key: fresh(),
+            pseudonym_key: fresh(),
+            ..KeysConfig::default()
+        },
     };
+    // Directories from before encryption at rest get a storage key now.
+    if keys.storage_key.is_none() {
+        keys.storage_key = fresh();
+    }
     std::fs::write(&path, toml::to_string(&keys)?)?;
     Ok(keys)
 }
@@ -99,6 +105,8 @@ pub fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
                 raft: RaftSettings::default(),
                 reads: ReadConfig::default(),
                 biometrics: Default::default(),
+                tls: Default::default(),
+                limits: Default::default(),
                 // Metrics on base port + 200 + id; no trace export.
                 telemetry: TelemetryConfig {
                     metrics_listen: Some(SocketAddr::from((

@@ -13,6 +13,7 @@
 //! Promotion to voter is never automatic: an operator promotes learners (`quorumid cluster promote`), so
 //! that no pod start changes the quorum.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use quorumid_proto::v1 as pb;
@@ -23,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::api::errors::LEADER_ADDR_KEY;
 use crate::config::NodeConfig;
 use crate::raft::{NodeId, NodeInfo, Raft};
+use crate::security::Tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,14 +74,14 @@ pub async fn start_mode(
 
 /// The first join address whose node is a member of an initialised cluster, if any answers.
 /// This node's own address is skipped: its port is bound already but not served yet.
-pub async fn existing_cluster(config: &NodeConfig) -> Option<String> {
+pub async fn existing_cluster(config: &NodeConfig, tls: Option<&Tls>) -> Option<String> {
     for addr in config
         .membership
         .join
         .iter()
         .filter(|a| **a != config.api_addr)
     {
-        let Ok(mut client) = client(addr).await else {
+        let Ok(mut client) = client(addr, tls).await else {
             continue;
         };
         let asked = tokio::time::timeout(PROBE_TIMEOUT, client.status(pb::StatusRequest {}));
@@ -112,11 +114,17 @@ fn is_member(raft: &Raft, id: NodeId) -> bool {
         .is_some()
 }
 
-async fn client(addr: &str) -> Result<ClusterClient<Channel>, String> {
-    let channel = Endpoint::from_shared(addr.to_string())
+async fn client(addr: &str, tls: Option<&Tls>) -> Result<ClusterClient<Channel>, String> {
+    let mut endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|e| format!("join address {addr:?} is invalid: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = tls
+            .client(endpoint)
+            .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -131,8 +139,8 @@ enum Asked {
     Failed(String),
 }
 
-async fn ask(addr: &str, request: &pb::AddLearnerRequest) -> Asked {
-    let mut client = match client(addr).await {
+async fn ask(addr: &str, tls: Option<&Tls>, request: &pb::AddLearnerRequest) -> Asked {
+    let mut client = match client(addr, tls).await {
         Ok(c) => c,
         Err(e) => return Asked::Failed(e),
     };
@@ -161,8 +169,10 @@ pub async fn join(
     node_id: NodeId,
     info: NodeInfo,
     addrs: Vec<String>,
+    tls: Option<Arc<Tls>>,
     progress: watch::Sender<JoinProgress>,
 ) {
+    let tls = tls.as_deref();
     let request = pb::AddLearnerRequest {
         node_id,
         province: info.province,
@@ -179,10 +189,10 @@ pub async fn join(
         }
         for addr in &addrs {
             progress.send_modify(|p| p.attempts += 1);
-            let mut outcome = ask(addr, &request).await;
+            let mut outcome = ask(addr, tls, &request).await;
             if let Asked::Redirect(Some(leader)) = &outcome {
                 progress.send_modify(|p| p.attempts += 1);
-                outcome = ask(leader, &request).await;
+                outcome = ask(leader, tls, &request).await;
             }
             match outcome {
                 Asked::Added => {

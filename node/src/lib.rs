@@ -10,6 +10,8 @@
 //! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
 //! - [`api`]: the public gRPC services (Registry, Verifier, Cluster, health, reflection).
 //! - [`biometrics`]: template checks at enrollment and 1:1 probe matching at verification.
+//! - [`security`]: mutual TLS, callers' roles and scopes from their certificates, and who
+//!   may call what.
 //! - [`telemetry`]: traces across nodes, Prometheus metrics and log lines, with no personal
 //!   data.
 //! - [`node`]: starts and stops all of the above as one node.
@@ -28,5 +30,6 @@ pub mod node;
 pub mod raft;
 pub mod reads;
 pub mod registry;
+pub mod security;
 pub mod telemetry;
 pub mod writes;

@@ -1,5 +1,6 @@
-//! The `quorumid-node` program: `serve` one node, or run a local `dev` cluster. (The
-//! `quorumid` program of `client/` is the command-line tool for using and operating a cluster.)
+//! The `quorumid-node` program: `serve` one node, run a local `dev` cluster, `calibrate`
+//! biometric thresholds, or issue TLS `certs`. (The `quorumid` program of `client/` is the
+//! command-line tool for using and operating a cluster.)
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Command {
     Dev(dev::DevOptions),
     /// Face thresholds for the `[biometrics]` configuration, from labelled embeddings.
     Calibrate(quorumid_node::biometrics::calibrate::CalibrateOptions),
+    /// Create a cluster CA, or issue a node or caller certificate from it (mutual TLS).
+    Certs(quorumid_node::security::certs::CertsOptions),
 }
 
 async fn serve(config: std::path::PathBuf) -> anyhow::Result<()> {
@@ -70,6 +73,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Calibrate(options) => quorumid_node::biometrics::calibrate::run(options),
+        Command::Certs(options) => quorumid_node::security::certs::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

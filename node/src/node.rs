@@ -3,6 +3,7 @@
 //! the `/metrics` listener.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
@@ -27,6 +29,8 @@ use crate::raft::state_machine::{StateMachine, StateReader};
 use crate::raft::store::Store;
 use crate::raft::{NodeId, Raft};
 use crate::reads::Freshness;
+use crate::security::limits::RateLimits;
+use crate::security::{Authenticate, Tls};
 use crate::telemetry::propagation::{Port, server_span};
 use crate::telemetry::{NodeTelemetry, metrics};
 use crate::writes::Writer;
@@ -85,9 +89,21 @@ impl Node {
         telemetry: Arc<NodeTelemetry>,
     ) -> anyhow::Result<Node> {
         let keys = config.cluster_keys()?;
+        let tls = if config.tls.enabled() {
+            tracing::info!("mutual TLS on both ports");
+            Some(Tls::load(&config.tls, config.node_id)?)
+        } else {
+            tracing::warn!(
+                api = %config.api_listen,
+                raft = %config.raft_listen,
+                "PLAINTEXT: no [tls] configured; callers are not authenticated and may do \
+                 everything. For development and isolated test networks only."
+            );
+            None
+        };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let store = Store::open(&config.data_dir.join("db"))
+        let store = Store::open(&config.data_dir.join("db"), config.sealer()?)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let log_store = LogStore::new(store.clone());
         let faces = Arc::new(FaceIndex::default());
@@ -98,7 +114,7 @@ impl Node {
         )?
         .with_telemetry(telemetry.clone());
         let faults = Faults::default();
-        let peers = Peers::new(faults.clone());
+        let peers = Peers::new(faults.clone(), tls.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(config.raft_config()?),
@@ -110,7 +126,10 @@ impl Node {
         .context("starting raft")?;
 
         let initialised = raft.is_initialized().await?;
-        let mode = join::start_mode(&config, initialised, || join::existing_cluster(&config)).await;
+        let mode = join::start_mode(&config, initialised, || {
+            join::existing_cluster(&config, tls.as_deref())
+        })
+        .await;
         tracing::info!(mode = ?mode, "starting");
         if mode == StartMode::Initialise {
             let members = config.initial_membership();
@@ -160,21 +179,24 @@ impl Node {
         };
         let (routes, health) = api::routes(ctx.clone())?;
         let (node_id, province) = (config.node_id, config.province.clone());
-        // Accepted connections get TCP_NODELAY from `TcpIncoming` (the builder's own setting is
-        // ignored for a listener we bound ourselves). Without it, small answers wait for the
-        // peer's delayed ACK: 40 ms stalls at the tail.
-        let api_server = Server::builder()
+        let limits = RateLimits::new(&config.limits).map(Arc::new);
+        let authenticated = |nodes_only: bool| {
+            InterceptorLayer::new(Authenticate {
+                tls: tls.is_some(),
+                nodes_only,
+                limits: if nodes_only { None } else { limits.clone() },
+            })
+        };
+        let api_router = Server::builder()
             .trace_fn(server_span(Port::Api, node_id, province.clone()))
             .layer(MapResponseLayer::new(metrics::count_rejections(
                 telemetry.clone(),
             )))
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(api_listener).with_nodelay(Some(true)),
-                until_stopped(stopped.clone()),
-            );
-        let raft_server = Server::builder()
+            .layer(authenticated(false))
+            .add_routes(routes.routes());
+        let raft_router = Server::builder()
             .trace_fn(server_span(Port::Raft, node_id, province))
+            .layer(authenticated(true))
             .add_service(
                 quorumid_proto::v1::raft_server::RaftServer::new(RaftService::new(
                     raft.clone(),
@@ -183,11 +205,33 @@ impl Node {
                 ))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
-            )
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
-                until_stopped(stopped.clone()),
             );
+        // Plaintext connections get TCP_NODELAY from `TcpIncoming` (the builder's own setting
+        // is ignored for a listener we bound ourselves), TLS ones from `Tls::incoming`. Without
+        // it, small answers wait for the peer's delayed ACK: 40 ms stalls at the tail.
+        type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+        let (api_server, raft_server): (Serving, Serving) = match &tls {
+            None => (
+                Box::pin(api_router.serve_with_incoming_shutdown(
+                    TcpIncoming::from(api_listener).with_nodelay(Some(true)),
+                    until_stopped(stopped.clone()),
+                )),
+                Box::pin(raft_router.serve_with_incoming_shutdown(
+                    TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+                    until_stopped(stopped.clone()),
+                )),
+            ),
+            Some(tls) => (
+                Box::pin(api_router.serve_with_incoming_shutdown(
+                    tls.incoming(api_listener, until_stopped(stopped.clone())),
+                    until_stopped(stopped.clone()),
+                )),
+                Box::pin(raft_router.serve_with_incoming_shutdown(
+                    tls.incoming(raft_listener, until_stopped(stopped.clone())),
+                    until_stopped(stopped.clone()),
+                )),
+            ),
+        };
         let (join_progress, joining) = watch::channel(JoinProgress::default());
         let (metrics_addr, metrics_server) = match config.telemetry.metrics_listen {
             None => (None, None),
@@ -221,6 +265,9 @@ impl Node {
             tokio::spawn(api::report_health(ctx.clone(), health)),
             tokio::spawn(metrics::watch_leader(raft.clone(), telemetry.clone())),
         ];
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(tls.clone().watch_rotation()));
+        }
         if mode == StartMode::Join {
             // After the servers: the leader replicates to this node as soon as it is added.
             tasks.push(tokio::spawn(join::join(
@@ -228,6 +275,7 @@ impl Node {
                 config.node_id,
                 config.info(),
                 config.membership.join.clone(),
+                tls.clone(),
                 join_progress,
             )));
         }

@@ -145,6 +145,8 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
             },
             reads: ReadConfig::default(),
             biometrics: Default::default(),
+            tls: Default::default(),
+            limits: Default::default(),
             telemetry: Default::default(),
         };
         members.push(MemberConfig {

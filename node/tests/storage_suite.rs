@@ -5,6 +5,7 @@ use quorumid_node::raft::log_store::LogStore;
 use quorumid_node::raft::state_machine::StateMachine;
 use quorumid_node::raft::store::Store;
 use quorumid_node::raft::{StorageError, TypeConfig};
+use quorumid_node::security::at_rest::Sealer;
 use tempfile::TempDir;
 
 struct RocksBuilder;
@@ -12,7 +13,8 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("db")).expect("open RocksDB");
+        let sealer = Sealer::new((1, [5; 32]), []);
+        let store = Store::open(&dir.path().join("db"), sealer).expect("open RocksDB");
         let state_machine = StateMachine::open(store.clone(), &dir.path().join("snapshots"), None)?;
         Ok((dir, LogStore::new(store), state_machine))
     }

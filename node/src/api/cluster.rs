@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{Context, errors, validate};
 use crate::handover::HandoverError;
 use crate::raft::{NodeId, NodeInfo};
+use crate::security::policy;
 
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 
@@ -115,8 +116,9 @@ fn node_ids(field: &str, ids: &[u64]) -> Result<BTreeSet<NodeId>, Status> {
 impl pb::cluster_server::Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        policy::cluster_status(&policy::caller(&request)?)?;
         let metrics = self.ctx.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let role = match metrics.state {
@@ -169,7 +171,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let caller = policy::caller(&request)?;
         let r = request.into_inner();
+        policy::add_learner(&caller, r.node_id)?;
         if r.node_id == 0 {
             return Err(errors::invalid("node_id 0 is not valid"));
         }
@@ -192,6 +196,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         use pb::change_membership_request::Change;
+        policy::cluster_admin(&policy::caller(&request)?, "ChangeMembership")?;
         let change = request
             .into_inner()
             .change
@@ -262,6 +267,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        policy::cluster_admin(&policy::caller(&request)?, "TransferLeader")?;
         let to = match request.into_inner().to_node_id {
             0 => None,
             id => Some(id),
@@ -283,8 +289,9 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn trigger_snapshot(
         &self,
-        _request: Request<pb::TriggerSnapshotRequest>,
+        request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        policy::cluster_admin(&policy::caller(&request)?, "TriggerSnapshot")?;
         let applied = self.ctx.freshness.applied_index();
         self.ctx
             .raft

@@ -13,6 +13,8 @@ pub const LEADER_ID_KEY: &str = "quorumid-leader-id";
 pub const LEADER_ADDR_KEY: &str = "quorumid-leader-addr";
 /// On INVALID_TRANSITION: the identity's current status (ACTIVE, SUSPENDED or REVOKED).
 pub const STATUS_KEY: &str = "quorumid-status";
+/// On RATE_LIMITED: milliseconds until the caller's next request is admitted.
+pub const RETRY_AFTER_MS_KEY: &str = "quorumid-retry-after-ms";
 
 /// A status carrying `quorumid-reason: reason`.
 pub fn with_reason(code: Code, reason: &'static str, message: impl Into<String>) -> Status {

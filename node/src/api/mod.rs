@@ -87,14 +87,18 @@ impl Context {
         ))
     }
 
-    /// SERVING when the node knows a leader and can serve the default read level.
     fn healthy(&self) -> bool {
-        self.raft.metrics().borrow().current_leader.is_some()
-            && self
-                .freshness
-                .age()
-                .is_some_and(|age| age <= HEALTHY_WATERMARK_AGE)
+        serving(&self.raft, &self.freshness)
     }
+}
+
+/// SERVING (health, and `/ready` on the metrics port) when the node knows a leader and can
+/// serve the default read level.
+pub fn serving(raft: &Raft, freshness: &Freshness) -> bool {
+    raft.metrics().borrow().current_leader.is_some()
+        && freshness
+            .age()
+            .is_some_and(|age| age <= HEALTHY_WATERMARK_AGE)
 }
 
 /// The public services, health and reflection, ready to be served on the API port.

@@ -10,6 +10,7 @@ use crate::registry::{
     Action, EventKind, Outcome, Proposal, Reason, Request as WriteRequest, Scope,
     Status as IdStatus, TemplateFormat,
 };
+use crate::security::policy;
 
 pub struct RegistryService {
     ctx: Arc<Context>,
@@ -25,6 +26,7 @@ impl RegistryService {
         request: Request<pb::StatusChangeRequest>,
         action: Action,
     ) -> Result<Response<pb::StatusChangeResponse>, Status> {
+        let caller = policy::caller(&request)?;
         let r = request.into_inner();
         let write = WriteRequest {
             request_id: validate::token("request_id", &r.request_id)?,
@@ -32,7 +34,7 @@ impl RegistryService {
                 identity: validate::identity_id("identity_id", &r.identity_id)?,
                 action,
                 reason: validate::reason(r.reason)?,
-                authority: validate::authority(r.authority.as_ref())?,
+                authority: policy::change_status(&caller, r.authority.as_ref())?,
             },
         };
         let response = self.ctx.writer.submit(write).await.map_err(errors::write)?;
@@ -110,9 +112,11 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let caller = policy::caller(&request)?;
         let r = request.into_inner();
         let request_id = validate::token("request_id", &r.request_id)?;
         let home_province = validate::province("home_province", &r.home_province)?;
+        let authority = policy::enroll(&caller, &home_province, r.authority.as_ref())?;
         let issuer = validate::province("document_issuer", &r.document_issuer)?;
         let number = validate::document_number(&r.document_number)?;
         let templates = validate::templates(&r.templates)?;
@@ -129,7 +133,7 @@ impl pb::registry_server::Registry for RegistryService {
                 document: self.ctx.keys.document_key(&issuer, &number),
                 document_key_id: self.ctx.keys.document_key_id(),
                 templates,
-                authority: validate::authority(r.authority.as_ref())?,
+                authority,
             },
         };
         let response = self.ctx.writer.submit(write).await.map_err(errors::write)?;
@@ -170,6 +174,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        let caller = policy::caller(&request)?;
         let r = request.into_inner();
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
@@ -193,6 +198,7 @@ impl pb::registry_server::Registry for RegistryService {
                 ),
             )
         })?;
+        policy::read_record(&caller, &identity.home_province)?;
         Ok(Response::new(pb::GetRecordResponse {
             identity_id: identity.id.to_string(),
             status: status_to_pb(identity.status) as i32,

@@ -11,6 +11,7 @@ use super::registry::status_to_pb;
 use super::{Context, errors, validate};
 use crate::biometrics::ProbeError;
 use crate::registry::{Status as IdStatus, TemplateFormat};
+use crate::security::{Caller, policy};
 
 pub struct VerifierService {
     ctx: Arc<Context>,
@@ -46,10 +47,11 @@ impl pb::verifier_server::Verifier for VerifierService {
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         let started = Instant::now();
+        let caller = policy::caller(&request)?;
         let r = request.into_inner();
         // For the metric's label only; `answer` checks it again and explains a bad one.
         let level = validate::consistency(r.consistency.as_ref()).ok();
-        let result = self.answer(r).await;
+        let result = self.answer(&caller, r).await;
         if let Some(level) = level {
             self.ctx
                 .telemetry
@@ -61,9 +63,13 @@ impl pb::verifier_server::Verifier for VerifierService {
 }
 
 impl VerifierService {
-    async fn answer(&self, r: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
+    async fn answer(
+        &self,
+        caller: &Caller,
+        r: pb::VerifyRequest,
+    ) -> Result<pb::VerifyResponse, Status> {
+        let platform = policy::verify(caller, &r.platform_id)?;
         let id = validate::identity_id("identity_id", &r.identity_id)?;
-        let platform = validate::token("platform_id", &r.platform_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
         let probe = r
             .probe

@@ -54,7 +54,8 @@ impl LogStore {
         match iter.next() {
             None => Ok(None),
             Some(item) => {
-                let (_, value) = item.map_err(read_err)?;
+                let (key, value) = item.map_err(read_err)?;
+                let value = self.store.unseal(Cf::Log, &key, &value).map_err(read_err)?;
                 let entry: Entry = decode("log entry", &value).map_err(read_err)?;
                 Ok(Some(entry.log_id))
             }
@@ -85,6 +86,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
+            let value = self.store.unseal(Cf::Log, &key, &value).map_err(read_err)?;
             entries.push(decode("log entry", &value).map_err(read_err)?);
         }
         Ok(entries)
@@ -144,7 +146,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = self.store.cf(Cf::Log);
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry));
+            let key = index_key(entry.log_id.index);
+            batch.put_cf(cf, key, self.store.seal(Cf::Log, &key, encode(&entry)));
         }
         let result = self.store.db().write_opt(batch, &synced());
         match result {

@@ -27,6 +27,7 @@ use tracing::Instrument as _;
 
 use super::codec::{decode, encode};
 use super::{NodeId, NodeInfo, TypeConfig};
+use crate::security::Tls;
 use crate::telemetry::NodeTelemetry;
 use crate::telemetry::propagation::{self, InjectContext};
 use crate::telemetry::writes::{ENTRY_TRACES, encode_entry_traces};
@@ -86,17 +87,20 @@ pub enum PeerError {
 /// A Raft-service client whose calls carry the caller's trace context.
 pub type PeerClient = RaftClient<InterceptedService<Channel, InjectContext>>;
 
-/// Connections to the other nodes, one lazily connected channel per address.
+/// Connections to the other nodes, one lazily connected channel per address (made again
+/// when the node's TLS certificate is reloaded).
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, (u64, Channel)>>,
     pub faults: Faults,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Peers {
-    pub fn new(faults: Faults) -> Arc<Peers> {
+    pub fn new(faults: Faults, tls: Option<Arc<Tls>>) -> Arc<Peers> {
         Arc::new(Peers {
             channels: Mutex::new(HashMap::new()),
             faults,
+            tls,
         })
     }
 
@@ -105,20 +109,25 @@ impl Peers {
         if self.faults.is_cut(peer) {
             return Err(PeerError::Cut(peer));
         }
+        let generation = self.tls.as_ref().map_or(0, |tls| tls.generation());
         let mut channels = self.channels.lock().expect("peers lock poisoned");
         let channel = match channels.get(addr) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = Endpoint::from_shared(addr.to_string())
-                    .map_err(|e| PeerError::Address {
-                        addr: addr.to_string(),
-                        reason: e.to_string(),
-                    })?
+            Some((made, channel)) if *made == generation => channel.clone(),
+            _ => {
+                let bad_address = |e: tonic::transport::Error| PeerError::Address {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                };
+                let mut endpoint = Endpoint::from_shared(addr.to_string())
+                    .map_err(bad_address)?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .connect_lazy();
-                channels.insert(addr.to_string(), channel.clone());
+                    .http2_keep_alive_interval(Duration::from_secs(10));
+                if let Some(tls) = &self.tls {
+                    endpoint = tls.client(endpoint).map_err(bad_address)?;
+                }
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), (generation, channel.clone()));
                 channel
             }
         };

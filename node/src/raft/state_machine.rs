@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::codec::{decode, encode};
-use super::store::{Cf, Store, synced};
+use super::store::{Cf, Store, StoreError, synced};
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::registry::{
     self, Change, DocumentKey, Event, Identity, IdentityId, KeyId, RegistryState, RequestRecord,
@@ -231,6 +231,10 @@ impl StateReader {
         for item in db.iterator_cf(self.store.cf(Cf::Templates), IteratorMode::Start) {
             let (key, value) = item.map_err(state_err)?;
             let id = IdentityId::parse(&String::from_utf8_lossy(&key)).map_err(state_err)?;
+            let value = self
+                .store
+                .unseal(Cf::Templates, &key, &value)
+                .map_err(state_err)?;
             f(id, decode("templates", &value).map_err(state_err)?);
         }
         Ok(())
@@ -306,7 +310,8 @@ impl<'a> Staged<'a> {
             self.digest.remove(cf, &key, &old);
         }
         self.digest.add(cf, &key, &value);
-        self.batch.put_cf(self.store.cf(cf), &key, &value);
+        let stored = self.store.seal(cf, &key, value.clone());
+        self.batch.put_cf(self.store.cf(cf), &key, stored);
         self.pending.insert((cf, key), Some(value));
         Ok(())
     }
@@ -436,7 +441,9 @@ struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotError> {
+    /// Decodes and checks a snapshot: its records (sealed ones opened with `store`'s keys) must
+    /// add up to its digest.
+    fn decode(bytes: &[u8], store: &Store) -> Result<SnapshotFile, SnapshotError> {
         let file: SnapshotFile = decode("snapshot", bytes)?;
         if file.format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::Format(file.format));
@@ -446,7 +453,7 @@ impl SnapshotFile {
             let cf = Cf::from_tag(*tag)
                 .filter(|cf| Cf::STATE.contains(cf))
                 .ok_or(SnapshotError::Column(*tag))?;
-            digest.add(cf, key, value);
+            digest.add(cf, key, &store.unseal(cf, key, value)?);
         }
         if digest != file.digest {
             return Err(SnapshotError::Digest);
@@ -469,6 +476,8 @@ pub enum SnapshotError {
     Io(#[from] std::io::Error),
     #[error("reading the state for a snapshot: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error("snapshot record: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Where snapshot files live, and which one is current.
@@ -524,7 +533,8 @@ impl StateMachine {
         observer: Option<Arc<dyn ApplyObserver>>,
     ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| snapshot_err(None, e))?;
-        let meta = AppliedMeta::read(|key| store.get(Cf::SmMeta, key)).map_err(sm_read_err)?;
+        let meta = AppliedMeta::read(|key| store.db().get_cf(store.cf(Cf::SmMeta), key))
+            .map_err(sm_read_err)?;
         let files = SnapshotFiles {
             dir: snapshot_dir.to_path_buf(),
             counter: AtomicU64::new(0),
@@ -652,7 +662,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let started = Instant::now();
         let bytes = snapshot.into_inner();
-        let file = SnapshotFile::decode(&bytes).map_err(|e| snapshot_err(Some(meta), e))?;
+        let file =
+            SnapshotFile::decode(&bytes, &self.store).map_err(|e| snapshot_err(Some(meta), e))?;
         let mut batch = WriteBatch::default();
         // Keys are at most ~100 bytes; this upper bound is past every one of them.
         let past_every_key = [0xffu8; 256];

@@ -3,11 +3,19 @@
 //! One database per node. The Raft log and metadata, and the state machine, live in column
 //! families of the same database, so they share one write-ahead log: a synced write makes
 //! every earlier write durable too.
+//!
+//! The values of the column families that hold personal data (the log, identities, the
+//! document index and templates) are sealed at rest (`security::at_rest`): [`Store::seal`]
+//! before a write, opened by [`Store::get`] and [`Store::unseal`] on the way out. Keys are
+//! never sealed (RocksDB orders and finds by them); none holds a template or a document
+//! number (ids, keyed document hashes, log indexes).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions};
+
+use crate::security::at_rest::{SealError, Sealer};
 
 /// Column families. The `Sm*` ones hold the state machine and are covered by its digest,
 /// except `SmMeta` (applied log id, membership, the digest itself).
@@ -84,15 +92,40 @@ impl Cf {
     pub fn from_tag(tag: u8) -> Option<Cf> {
         Cf::ALL.get(tag as usize).copied()
     }
+
+    /// The column families whose values are sealed at rest.
+    pub const SEALED: [Cf; 4] = [Cf::Log, Cf::Identities, Cf::Documents, Cf::Templates];
+
+    pub fn sealed(self) -> bool {
+        Cf::SEALED.contains(&self)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] rocksdb::Error),
+    #[error("{cf} record: {source}")]
+    Sealed { cf: &'static str, source: SealError },
 }
 
 /// The node's database.
 pub struct Store {
     db: DB,
+    sealer: Sealer,
+}
+
+/// A sealed value's place (its associated data): column family name, a zero, the key.
+fn place(cf: Cf, key: &[u8]) -> Vec<u8> {
+    let mut place = Vec::with_capacity(cf.name().len() + 1 + key.len());
+    place.extend_from_slice(cf.name().as_bytes());
+    place.push(0);
+    place.extend_from_slice(key);
+    place
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Arc<Store>, rocksdb::Error> {
+    pub fn open(dir: &Path, sealer: Sealer) -> Result<Arc<Store>, rocksdb::Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -100,7 +133,7 @@ impl Store {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf)));
         let db = DB::open_cf_descriptors(&options, dir, cfs)?;
-        Ok(Arc::new(Store { db }))
+        Ok(Arc::new(Store { db, sealer }))
     }
 
     pub fn db(&self) -> &DB {
@@ -113,8 +146,34 @@ impl Store {
             .expect("every column family is created at open")
     }
 
-    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
-        self.db.get_cf(self.cf(cf), key)
+    /// The value under `key`, opened if `cf` is sealed.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.db.get_cf(self.cf(cf), key)? {
+            None => Ok(None),
+            Some(stored) => self.unseal(cf, key, &stored).map(Some),
+        }
+    }
+
+    /// What to write under `key`: `value`, sealed if `cf` is sealed.
+    pub fn seal(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Vec<u8> {
+        if cf.sealed() {
+            self.sealer.seal(&place(cf, key), &value)
+        } else {
+            value
+        }
+    }
+
+    /// A value as read from RocksDB (an iterator, a snapshot), opened if `cf` is sealed.
+    pub fn unseal(&self, cf: Cf, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if !cf.sealed() {
+            return Ok(stored.to_vec());
+        }
+        self.sealer
+            .open(&place(cf, key), stored)
+            .map_err(|source| StoreError::Sealed {
+                cf: cf.name(),
+                source,
+            })
     }
 }
 

@@ -340,20 +340,37 @@ impl Sources {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `stop` completes.
+/// Serves `GET /metrics`, and `GET /ready` (200 when the node is SERVING, as on gRPC health;
+/// 503 otherwise) for probes that cannot present a client certificate, on `listener` until
+/// `stop` completes.
 pub async fn serve(
     listener: TcpListener,
     sources: Sources,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sources = Arc::new(sources);
-    let app = Router::new().route(
-        "/metrics",
-        get(move |headers: HeaderMap| {
-            let sources = sources.clone();
-            async move { sources.scrape(&headers) }
-        }),
-    );
+    let ready = sources.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let sources = sources.clone();
+                async move { sources.scrape(&headers) }
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let serving = crate::api::serving(&ready.raft, &ready.freshness);
+                async move {
+                    if serving {
+                        (axum::http::StatusCode::OK, "serving\n")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
@@ -377,7 +394,7 @@ pub async fn watch_leader(raft: Raft, telemetry: Arc<NodeTelemetry>) {
 
 /// The reason codes the API answers with (`quorumid-reason`), and the gRPC code names used
 /// when an error carries none.
-const REASONS: [&str; 30] = [
+const REASONS: [&str; 32] = [
     "BEHIND",
     "DUPLICATE_BIOMETRIC",
     "DUPLICATE_DOCUMENT",
@@ -387,7 +404,9 @@ const REASONS: [&str; 30] = [
     "KEY_MISMATCH",
     "NO_LEADER",
     "NO_TEMPLATE",
+    "NOT_PERMITTED",
     "OUT_OF_SCOPE",
+    "RATE_LIMITED",
     "REQUEST_ID_REUSED",
     "SHUTTING_DOWN",
     "STALE",
@@ -457,9 +476,9 @@ pub fn rejection_reason(headers: &http::HeaderMap) -> Option<&'static str> {
 }
 
 /// The API server's response hook: counts errors by reason.
-pub fn count_rejections(
+pub fn count_rejections<B>(
     telemetry: Arc<NodeTelemetry>,
-) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
     move |response| {
         if let Some(reason) = rejection_reason(response.headers()) {
             telemetry

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use quorumid_node::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
 use quorumid_node::node::Node;
+use quorumid_node::security::certs::CertificateAuthority;
+use quorumid_node::security::{Caller, TlsConfig};
 use quorumid_node::telemetry::TelemetryConfig;
 use quorumid_proto::v1 as pb;
 use quorumid_proto::v1::cluster_client::ClusterClient;
@@ -16,10 +19,11 @@ use quorumid_proto::v1::registry_client::RegistryClient;
 use quorumid_proto::v1::verifier_client::VerifierClient;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub const DOCUMENT_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 pub const PSEUDONYM_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+pub const STORAGE_KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
 pub const PROVINCES: [&str; 7] = ["ON", "QC", "BC", "AB", "MB", "SK", "NS"];
 
 /// Fails the test if `condition` does not hold within `limit`.
@@ -42,6 +46,8 @@ pub fn keys() -> KeysConfig {
     KeysConfig {
         document_key: Some(DOCUMENT_KEY.into()),
         pseudonym_key: Some(PSEUDONYM_KEY.into()),
+        storage_key: Some(STORAGE_KEY.into()),
+        ..KeysConfig::default()
     }
 }
 
@@ -79,6 +85,8 @@ pub struct TestCluster {
     pub raft: RaftSettings,
     pub configs: BTreeMap<u64, NodeConfig>,
     pub nodes: BTreeMap<u64, Node>,
+    /// With mutual TLS: the directory of the cluster CA and of every issued certificate.
+    pub tls: Option<PathBuf>,
 }
 
 async fn free_listener() -> (TcpListener, SocketAddr) {
@@ -92,12 +100,23 @@ async fn free_listener() -> (TcpListener, SocketAddr) {
 impl TestCluster {
     /// Starts `voters` nodes and initialises them as one cluster.
     pub async fn start(voters: u64, raft: RaftSettings) -> TestCluster {
-        let mut cluster = TestCluster {
-            dir: tempfile::tempdir().expect("temporary directory"),
-            raft,
-            configs: BTreeMap::new(),
-            nodes: BTreeMap::new(),
-        };
+        TestCluster::empty(raft).start_voters(voters).await
+    }
+
+    /// Like [`TestCluster::start`], with mutual TLS: a fresh cluster CA, a certificate per node.
+    pub async fn start_with_tls(voters: u64, raft: RaftSettings) -> TestCluster {
+        let mut cluster = TestCluster::empty(raft);
+        let dir = cluster.dir.path().join("tls");
+        CertificateAuthority::create("test cluster CA")
+            .unwrap()
+            .save(&dir)
+            .unwrap();
+        cluster.tls = Some(dir);
+        cluster.start_voters(voters).await
+    }
+
+    async fn start_voters(self, voters: u64) -> TestCluster {
+        let mut cluster = self;
         let mut listeners = BTreeMap::new();
         for id in 1..=voters {
             let (api, api_addr) = free_listener().await;
@@ -121,15 +140,69 @@ impl TestCluster {
         cluster
     }
 
+    /// The certificate and key files of `caller` (issued on first use), e.g. `node/1`.
+    pub fn certificate(&self, caller: &str) -> (PathBuf, PathBuf) {
+        let dir = self.tls.as_ref().expect("a TLS cluster");
+        let name = caller.replace('/', "-");
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        if !cert.exists() {
+            let parsed = Caller::from_uri(&format!("spiffe://quorumid/{caller}")).unwrap();
+            let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+            let ca = CertificateAuthority::load(dir).unwrap();
+            ca.issue(&parsed, &hosts).unwrap().save(dir, &name).unwrap();
+        }
+        (cert, key)
+    }
+
+    /// A connection to node `id`'s API port presenting `caller`'s certificate.
+    pub async fn channel_as(
+        &self,
+        id: u64,
+        caller: &str,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let dir = self.tls.as_ref().expect("a TLS cluster");
+        let (cert, key) = self.certificate(caller);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(dir.join("ca.pem")).unwrap(),
+            ))
+            .identity(Identity::from_pem(
+                std::fs::read(cert).unwrap(),
+                std::fs::read(key).unwrap(),
+            ));
+        Channel::from_shared(self.api(id))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+
     fn config(&self, id: u64, api: SocketAddr, raft: SocketAddr) -> NodeConfig {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls = match &self.tls {
+            None => TlsConfig::default(),
+            Some(dir) => {
+                let (cert, key) = self.certificate(&format!("node/{id}"));
+                TlsConfig {
+                    ca: Some(dir.join("ca.pem")),
+                    cert: Some(cert),
+                    key: Some(key),
+                    reload_secs: 1,
+                    insecure_plaintext: false,
+                }
+            }
+        };
         NodeConfig {
             node_id: id,
             province: PROVINCES[(id as usize - 1) % PROVINCES.len()].into(),
             data_dir: self.dir.path().join(format!("node-{id}")),
             api_listen: api,
             raft_listen: raft,
-            api_addr: format!("http://{api}"),
-            raft_addr: format!("http://{raft}"),
+            api_addr: format!("{scheme}://{api}"),
+            raft_addr: format!("{scheme}://{raft}"),
             bootstrap: false,
             initial_members: Vec::new(),
             membership: Default::default(),
@@ -137,6 +210,8 @@ impl TestCluster {
             raft: self.raft.clone(),
             reads: ReadConfig::default(),
             biometrics: Default::default(),
+            tls,
+            limits: Default::default(),
             // Every test node serves /metrics, on a port of its own.
             telemetry: TelemetryConfig {
                 metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -152,6 +227,7 @@ impl TestCluster {
             raft,
             configs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            tls: None,
         }
     }
 
@@ -261,7 +337,14 @@ impl TestCluster {
         self.configs[&id].api_addr.clone()
     }
 
+    /// A connection to node `id`'s API port (as operator `ops` on a TLS cluster).
     async fn channel(&self, id: u64) -> Channel {
+        if self.tls.is_some() {
+            return self
+                .channel_as(id, "operator/ops")
+                .await
+                .expect("connect to node");
+        }
         Channel::from_shared(self.api(id))
             .unwrap()
             .connect()

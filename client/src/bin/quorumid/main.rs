@@ -54,6 +54,16 @@ pub struct Cli {
     /// Prefer nodes of this province.
     #[arg(long, global = true)]
     prefer_province: Option<String>,
+    /// Mutual TLS: the cluster CA (PEM). With it, --tls-cert and --tls-key name this caller,
+    /// and node addresses are https://.
+    #[arg(long, global = true, env = "QUORUMID_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This caller's certificate (PEM), from `quorumid-node certs issue`.
+    #[arg(long, global = true, env = "QUORUMID_TLS_CERT", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// This caller's private key (PEM).
+    #[arg(long, global = true, env = "QUORUMID_TLS_KEY", requires = "tls_ca")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: commands::Command,
 }
@@ -94,6 +104,9 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
         .probe_interval(Duration::from_secs(1));
     if let Some(p) = &cli.prefer_province {
         builder = builder.province(p.clone());
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        builder = builder.tls(quorumid_client::ClientTls::from_files(ca, cert, key)?);
     }
     builder.connect().await
 }
