@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{TestCluster, consistency, enroll_request, eventually, reason_of};
 use quorumid_node::config::RaftSettings;
 use quorumid_node::security::certs::CertificateAuthority;
-use quorumid_node::security::{Caller, TlsConfig};
+use quorumid_node::security::{Caller, LimitsConfig, TlsConfig};
 use quorumid_proto::v1 as pb;
 use quorumid_proto::v1::cluster_client::ClusterClient;
 use quorumid_proto::v1::raft_client::RaftClient;
@@ -337,6 +337,40 @@ async fn a_node_without_a_cluster_certificate_cannot_join() {
         },
     )
     .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_over_its_rate_is_refused_and_told_when_to_retry() {
+    let mut c = cluster().await;
+    let id = c
+        .start_new_node_with(|config| {
+            config.limits = LimitsConfig {
+                per_caller_per_second: 1,
+                per_caller_burst: 3,
+            }
+        })
+        .await;
+    let mut ops = ClusterClient::new(c.channel_as(id, "operator/ops").await.unwrap());
+    for _ in 0..3 {
+        ops.status(pb::StatusRequest {}).await.expect("within the burst");
+    }
+    let refused = ops.status(pb::StatusRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(reason_of(&refused), "RATE_LIMITED");
+    assert!(refused.message().contains("operator/ops"), "{}", refused.message());
+    let retry_ms: u64 = refused
+        .metadata()
+        .get("quorumid-retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a retry-after hint");
+    assert!((1..=1000).contains(&retry_ms), "{retry_ms}");
+    // Another caller has a bucket of its own.
+    ClusterClient::new(c.channel_as(id, "operator/other").await.unwrap())
+        .status(pb::StatusRequest {})
+        .await
+        .expect("another caller is not limited by the first");
     c.shutdown().await;
 }
 
