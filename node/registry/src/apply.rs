@@ -248,8 +248,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::registry::command::Request;
-    use crate::registry::model::{Authority, Reason, Scope, TemplateFormat};
+    use crate::command::Request;
+    use crate::model::{Authority, Reason, Scope, TemplateFormat};
 
     #[derive(Default)]
     struct MemoryState {
