@@ -5,13 +5,15 @@
 //! none of openraft, rocksdb, tonic or tokio. `apply` reads state through the narrow
 //! [`RegistryState`] trait and returns [`Change`]s; the node (`quorumid-node`, which
 //! re-exports this crate as `registry`) stores them. [`codec`] is the byte encoding of the
-//! commands and records, so decoding them can be tested and fuzzed without the node.
+//! commands and records, so decoding them can be tested and fuzzed without the node;
+//! [`memory`] is the state in plain maps, for tests and fuzzing.
 
 mod apply;
 pub mod codec;
 mod command;
 mod id;
 mod keys;
+pub mod memory;
 mod model;
 
 pub use apply::{Change, REQUEST_WINDOW_MS, RegistryState, RequestRecord, StateError, apply};
