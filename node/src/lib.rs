@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - [`registry`]: the domain (identities, status rules, keyed hashes) and its deterministic
-//!   `apply`. No I/O, no clock.
+//!   `apply`. No I/O, no clock. The `quorumid-registry` crate (`node/registry/`), re-exported.
 //! - [`raft`]: openraft wired to RocksDB (log store, state machine, snapshots) and to gRPC
 //!   (outgoing network, incoming Raft service).
 //! - [`writes`]: the write path: any node accepts a write, the leader completes and proposes it.
@@ -29,7 +29,8 @@ pub mod join;
 pub mod node;
 pub mod raft;
 pub mod reads;
-pub mod registry;
 pub mod security;
 pub mod telemetry;
 pub mod writes;
+
+pub use quorumid_registry as registry;

@@ -6,14 +6,16 @@
 
 use std::fmt;
 
+use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 
 /// Crockford's base32 alphabet: no I, L, O or U, so ids read aloud unambiguously.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const BODY_LEN: usize = 16;
 
-/// A validated identity id (canonical upper-case form).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A validated identity id (canonical upper-case form). Decoding (serde) accepts the canonical
+/// form only, so an id read from a log entry, a record or a peer is as valid as a parsed one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct IdentityId(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,6 +76,18 @@ impl IdentityId {
     }
 }
 
+impl<'de> Deserialize<'de> for IdentityId {
+    // Encoded as the plain string, like the derived newtype, so stored records read as before.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IdentityId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match IdentityId::parse(&text) {
+            Ok(id) if id.0 == text => Ok(id),
+            Ok(_) => Err(D::Error::custom("identity id is not in canonical form")),
+            Err(e) => Err(D::Error::custom(e)),
+        }
+    }
+}
+
 impl fmt::Display for IdentityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -125,6 +139,26 @@ mod tests {
                 let typo = String::from_utf8(typo).unwrap();
                 assert_eq!(IdentityId::parse(&typo), Err(IdParseError::Check), "{typo}");
             }
+        }
+    }
+
+    #[test]
+    fn only_valid_canonical_ids_decode() {
+        use crate::codec::{decode, encode};
+        let id = IdentityId::from_random([7, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        // Encoded as a plain string, as before decoding was checked: stored records still read.
+        assert_eq!(encode(&id), encode(id.as_str()));
+        assert_eq!(
+            decode::<IdentityId>("id", &encode(&id)).ok(),
+            Some(id.clone())
+        );
+        // Found by the identity_id and command fuzz targets (node/fuzz): these used to decode.
+        let lower = id.as_str().to_lowercase();
+        for text in ["", "040G2081040G2081R", "0000000000000000U", lower.as_str()] {
+            assert!(
+                decode::<IdentityId>("id", &encode(text)).is_err(),
+                "{text:?}"
+            );
         }
     }
 

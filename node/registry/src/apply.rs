@@ -245,89 +245,10 @@ fn change_status(
 mod tests {
     //! `apply` against a plain in-memory state: the rules, without storage.
 
-    use std::collections::{BTreeMap, BTreeSet};
-
     use super::*;
-    use crate::registry::command::Request;
-    use crate::registry::model::{Authority, Reason, Scope, TemplateFormat};
-
-    #[derive(Default)]
-    struct MemoryState {
-        identities: BTreeMap<IdentityId, Identity>,
-        events: BTreeMap<(IdentityId, u64), Event>,
-        documents: BTreeMap<DocumentKey, IdentityId>,
-        requests: BTreeMap<String, RequestRecord>,
-        by_time: BTreeSet<(u64, String)>,
-        key_id: Option<KeyId>,
-    }
-
-    impl RegistryState for MemoryState {
-        fn identity(&self, id: &IdentityId) -> Result<Option<Identity>, StateError> {
-            Ok(self.identities.get(id).cloned())
-        }
-        fn identity_by_document(
-            &self,
-            key: &DocumentKey,
-        ) -> Result<Option<IdentityId>, StateError> {
-            Ok(self.documents.get(key).cloned())
-        }
-        fn request(&self, request_id: &str) -> Result<Option<RequestRecord>, StateError> {
-            Ok(self.requests.get(request_id).cloned())
-        }
-        fn requests_before(
-            &self,
-            before: u64,
-            limit: usize,
-        ) -> Result<Vec<(u64, String)>, StateError> {
-            Ok(self
-                .by_time
-                .iter()
-                .take_while(|(t, _)| *t < before)
-                .take(limit)
-                .cloned()
-                .collect())
-        }
-        fn document_key_id(&self) -> Result<Option<KeyId>, StateError> {
-            Ok(self.key_id)
-        }
-    }
-
-    impl MemoryState {
-        fn run(&mut self, index: u64, command: &Command) -> Response {
-            let (response, changes) = apply(self, index, command).unwrap();
-            for change in changes {
-                match change {
-                    Change::PutIdentity(i) => {
-                        self.identities.insert(i.id.clone(), i);
-                    }
-                    Change::PutEvent {
-                        identity,
-                        seq,
-                        event,
-                    } => {
-                        self.events.insert((identity, seq), event);
-                    }
-                    Change::PutTemplates(..) => {}
-                    Change::PutDocument(k, id) => {
-                        self.documents.insert(k, id);
-                    }
-                    Change::PutRequest(r) => {
-                        self.by_time.insert((r.at_unix_ms, r.request_id.clone()));
-                        self.requests.insert(r.request_id.clone(), r);
-                    }
-                    Change::ForgetRequest {
-                        request_id,
-                        at_unix_ms,
-                    } => {
-                        self.requests.remove(&request_id);
-                        self.by_time.remove(&(at_unix_ms, request_id));
-                    }
-                    Change::SetDocumentKeyId(k) => self.key_id = Some(k),
-                }
-            }
-            response
-        }
-    }
+    use crate::command::Request;
+    use crate::memory::MemoryState;
+    use crate::model::{Authority, Reason, Scope, TemplateFormat};
 
     fn authority(province: &str) -> Authority {
         Authority {

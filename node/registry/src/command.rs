@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::codec;
 use super::keys::KeyId;
 use super::model::{Authority, Reason, Status, Template};
 use super::{DocumentKey, IdentityId};
@@ -49,7 +50,7 @@ pub struct Request {
 impl Request {
     /// SHA-256 of the request's content: a retried request must carry the same content.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let encoded = postcard::to_stdvec(&self.proposal).expect("a proposal always encodes");
+        let encoded = codec::encode(&self.proposal);
         let mut hasher = Sha256::new();
         hasher.update(self.request_id.as_bytes());
         hasher.update([0]);

@@ -1,0 +1,401 @@
+//! What the fuzz targets check, one function per target and named after it, and the seed
+//! inputs of their corpus.
+//!
+//! The checks live here rather than in `fuzz_targets/` so that `tests/corpus.rs` can replay
+//! the committed corpus through them with a plain `cargo test`. Each asserts a property where
+//! one exists (a parsed value writes back to its input, decoding inverts encoding, applying a
+//! batch twice changes nothing the second time), not only that nothing panics.
+
+use std::sync::OnceLock;
+
+use quorumid_biometrics::fingerprint::{
+    self, ExtendedArea, FingerRecord, FingerView, Minutia, MinutiaKind,
+};
+use quorumid_biometrics::mcc::Matcher;
+use quorumid_registry::codec::{decode, encode};
+use quorumid_registry::memory::MemoryState;
+use quorumid_registry::{
+    Action, Authority, Batch, Command, DocumentKey, IdParseError, IdentityId, Outcome, Proposal,
+    REQUEST_WINDOW_MS, Reason, Rejection, Request, Response, Scope, Template, TemplateFormat,
+};
+
+/// The fuzz targets, by name: the binaries in `fuzz_targets/` and the directories of `corpus/`.
+pub const TARGETS: [&str; 3] = ["iso19794", "identity_id", "command"];
+
+/// Runs the checks of target `target` on `data`.
+pub fn check(target: &str, data: &[u8]) {
+    match target {
+        "iso19794" => iso19794(data),
+        "identity_id" => identity_id(data),
+        "command" => command(data),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+/// How many finger views of a record are turned into matching templates (each is compared
+/// with each): enough to reach the matcher with any view, few enough to keep runs fast.
+const MATCHED_VIEWS: usize = 3;
+
+fn matcher() -> &'static Matcher {
+    static MATCHER: OnceLock<Matcher> = OnceLock::new();
+    MATCHER.get_or_init(Matcher::default)
+}
+
+/// An ISO/IEC 19794-2:2005 record: the strict parser refuses it with an error, or it writes
+/// back to exactly the same bytes (the format has one encoding of a record) and the matcher
+/// makes templates of its views whose comparison scores lie in [0, 1].
+pub fn iso19794(data: &[u8]) {
+    let record = match FingerRecord::parse(data) {
+        Ok(record) => record,
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
+            return;
+        }
+    };
+    assert_eq!(
+        fingerprint::encode(&record).as_deref(),
+        Some(data),
+        "a parsed record writes back to its own bytes"
+    );
+    let matcher = matcher();
+    let templates: Vec<_> = record
+        .views
+        .iter()
+        .take(MATCHED_VIEWS)
+        .map(|view| matcher.template_from_view(&record, view))
+        .collect();
+    for a in &templates {
+        for b in &templates {
+            let score = matcher.compare(a, b);
+            assert!((0.0..=1.0).contains(&score), "score {score} outside [0, 1]");
+        }
+    }
+}
+
+/// An identity id, from text or from the codec: whatever is accepted is a canonical id that
+/// reads back from its display, in any case, and through the codec.
+pub fn identity_id(data: &[u8]) {
+    let input = String::from_utf8_lossy(data);
+    match IdentityId::parse(&input) {
+        Ok(id) => {
+            assert_canonical(&id);
+            assert_eq!(
+                IdentityId::parse(&input.to_ascii_lowercase()).as_ref(),
+                Ok(&id),
+                "parsing is case-insensitive"
+            );
+            assert_eq!(
+                decode::<IdentityId>("identity id", &encode(&id))
+                    .ok()
+                    .as_ref(),
+                Some(&id),
+                "an id decodes from its encoding"
+            );
+        }
+        Err(IdParseError::Length(n)) => assert!(n != 17 && n == input.chars().count()),
+        Err(IdParseError::Character(position)) => assert!(position < 17),
+        Err(IdParseError::Check) => assert_eq!(input.chars().count(), 17),
+    }
+    // Ids also arrive encoded (log entries, records, snapshots): decoding accepts valid ids only.
+    if let Ok(id) = decode::<IdentityId>("identity id", data) {
+        assert_canonical(&id);
+    }
+}
+
+/// The id's display is canonical (17 upper-case Crockford characters) and parses back to it.
+fn assert_canonical(id: &IdentityId) {
+    let shown = id.to_string();
+    assert_eq!(shown, id.as_str());
+    assert!(
+        shown.len() == 17
+            && shown
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b))),
+        "{shown:?} is not a canonical id"
+    );
+    assert_eq!(
+        IdentityId::parse(&shown).as_ref(),
+        Ok(id),
+        "an id reads back from its display"
+    );
+}
+
+/// A log entry's payload, as the state machine decodes it: a batch of commands. And a
+/// forwarded write (`Request`), as the leader decodes it from a peer. What decodes re-encodes
+/// to something that decodes to the same value; a decoded batch applies without panicking,
+/// keeps the state's invariants, and applying it again answers every recorded command as the
+/// first time and changes no identity (exactly once, DESIGN.md).
+pub fn command(data: &[u8]) {
+    if let Ok(request) = decode::<Request>("forwarded write", data) {
+        assert_eq!(
+            decode::<Request>("forwarded write", &encode(&request))
+                .ok()
+                .as_ref(),
+            Some(&request)
+        );
+        request.fingerprint();
+    }
+    let Ok(batch) = decode::<Batch>("log entry payload", data) else {
+        return;
+    };
+    let encoded = encode(&batch);
+    assert!(encoded.len() <= data.len(), "the encoding is the shortest");
+    assert_eq!(
+        decode::<Batch>("log entry payload", &encoded).ok().as_ref(),
+        Some(&batch),
+        "a batch decodes from its encoding"
+    );
+    for command in &batch {
+        for id in command_ids(command) {
+            assert_canonical(id);
+        }
+    }
+
+    // Every command of a batch is applied at the batch's log index, in order.
+    let mut state = MemoryState::default();
+    let first: Vec<Response> = batch.iter().map(|c| state.run(1, c)).collect();
+    assert_invariants(&state);
+    let times = batch.iter().map(|c| c.at_unix_ms);
+    let spread = times.clone().max().unwrap_or(0) - times.min().unwrap_or(0);
+    if spread >= REQUEST_WINDOW_MS {
+        return; // Requests recorded early in the batch may expire before its end.
+    }
+    let identities = state.identities.clone();
+    let events = state.events.clone();
+    let documents = state.documents.clone();
+    for (command, answered) in batch.iter().zip(&first) {
+        let again = state.run(2, command);
+        let recorded = !matches!(
+            answered.outcome,
+            Outcome::Rejected(Rejection::IdentityIdTaken | Rejection::RequestIdReused)
+        );
+        if recorded {
+            assert_eq!(&again, answered, "a retried command gets its first answer");
+        }
+    }
+    assert_eq!(state.identities, identities, "a retry changes no identity");
+    assert_eq!(state.events, events, "a retry adds no event");
+    assert_eq!(state.documents, documents, "a retry adds no document");
+    assert_invariants(&state);
+}
+
+fn command_ids(command: &Command) -> impl Iterator<Item = &IdentityId> {
+    let target = match &command.request.proposal {
+        Proposal::ChangeStatus { identity, .. } => Some(identity),
+        Proposal::Enroll { .. } => None,
+    };
+    command.new_identity.iter().chain(target)
+}
+
+/// What every reachable registry state satisfies.
+fn assert_invariants(state: &MemoryState) {
+    for (key, id) in &state.documents {
+        assert_eq!(
+            &state.identities[id].document, key,
+            "a document's identity holds it"
+        );
+    }
+    for (id, identity) in &state.identities {
+        assert_eq!(&identity.id, id);
+        assert_eq!(state.documents.get(&identity.document), Some(id));
+        let history = state.events.range((id.clone(), 0)..=(id.clone(), u64::MAX));
+        assert!(
+            history.map(|((_, seq), _)| *seq).eq(0..identity.events),
+            "an identity's history is numbered 0..events"
+        );
+    }
+    for (id, _) in state.events.keys() {
+        assert!(
+            state.identities.contains_key(id),
+            "an event belongs to an identity"
+        );
+    }
+    for id in state.templates.keys() {
+        assert!(
+            state.identities.contains_key(id),
+            "templates belong to an identity"
+        );
+    }
+    assert_eq!(state.requests.len(), state.request_times.len());
+    for (at_unix_ms, request_id) in &state.request_times {
+        assert_eq!(state.requests[request_id].at_unix_ms, *at_unix_ms);
+    }
+    if !state.identities.is_empty() {
+        assert!(state.document_key_id.is_some());
+    }
+}
+
+/// The seed inputs of the corpus: (target, file name, bytes). `tests/corpus.rs` checks that
+/// each is in `corpus/<target>/<name>` (and writes them there with `QUORUMID_WRITE_SEEDS=1`),
+/// so a change to an encoding cannot leave the fuzzers starting from stale inputs.
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    for (name, record) in seed_records() {
+        let bytes = fingerprint::encode(&record).expect("seed records fit the format");
+        seeds.push(("iso19794", format!("seed-{name}"), bytes));
+    }
+    for (name, text) in seed_ids() {
+        seeds.push(("identity_id", format!("seed-{name}"), text.into_bytes()));
+    }
+    for (name, batch) in seed_batches() {
+        seeds.push(("command", format!("seed-{name}"), encode(&batch)));
+    }
+    let forwarded = seed_batches()[0].1[0].request.clone();
+    seeds.push(("command", "seed-forwarded-write".into(), encode(&forwarded)));
+    seeds
+}
+
+/// Synthetic records (not real fingerprints): minutiae from a fixed pseudo-random sequence.
+fn seed_records() -> Vec<(&'static str, FingerRecord)> {
+    let mut state = 0x9e37_79b9_u32;
+    let mut next = move |bound: u32| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 8) % bound
+    };
+    let mut minutiae = |n: usize| -> Vec<Minutia> {
+        (0..n)
+            .map(|i| Minutia {
+                kind: [MinutiaKind::RidgeEnding, MinutiaKind::Bifurcation][i % 2],
+                x: next(296) as u16,
+                y: next(560) as u16,
+                angle: next(256) as u8,
+                quality: next(101) as u8,
+            })
+            .collect()
+    };
+    let view = |position, view_number, minutiae, extended| FingerView {
+        position,
+        view_number,
+        impression_type: 0,
+        quality: 80,
+        minutiae,
+        extended,
+    };
+    let record = |views| FingerRecord {
+        compliance: 0,
+        device_type: 0,
+        width: 296,
+        height: 560,
+        resolution_x: 197,
+        resolution_y: 197,
+        views,
+    };
+    let one_view = record(vec![view(1, 0, minutiae(32), vec![])]);
+    let two_views = record(vec![
+        view(
+            2,
+            0,
+            minutiae(20),
+            vec![ExtendedArea {
+                type_id: 1,
+                data: vec![0, 1, 7],
+            }],
+        ),
+        view(2, 1, minutiae(12), vec![]),
+    ]);
+    let empty = record(vec![view(0, 0, vec![], vec![])]);
+    vec![
+        ("one-view", one_view),
+        ("two-views-extended-data", two_views),
+        ("no-minutiae", empty),
+    ]
+}
+
+fn seed_ids() -> Vec<(&'static str, String)> {
+    let id = IdentityId::from_random([0x4f, 3, 0x91, 0, 7, 0xee, 1, 0x10, 0x2c, 5]).to_string();
+    let typed = id.to_lowercase().replace('0', "o").replace('1', "l");
+    let mut typo = id.clone().into_bytes();
+    typo[3] = if typo[3] == b'7' { b'8' } else { b'7' };
+    vec![
+        ("canonical", id),
+        ("lower-case-o-and-l", typed),
+        ("typo", String::from_utf8(typo).expect("ascii")),
+    ]
+}
+
+fn seed_batches() -> Vec<(&'static str, Batch)> {
+    let province = |p: &str| Authority {
+        id: format!("registrar-{p}"),
+        scope: Scope::Province(p.into()),
+    };
+    let national = Authority {
+        id: "national".into(),
+        scope: Scope::National,
+    };
+    let command = |request_id: &str, at_unix_ms, new_identity, proposal| {
+        let request = Request {
+            request_id: request_id.into(),
+            proposal,
+        };
+        Command {
+            fingerprint: request.fingerprint(),
+            request,
+            at_unix_ms,
+            new_identity,
+        }
+    };
+    let enroll = |request_id: &str, seed: u8, document: u8, templates| {
+        command(
+            request_id,
+            1_700_000_000_000 + u64::from(seed),
+            Some(IdentityId::from_random([seed; 10])),
+            Proposal::Enroll {
+                home_province: "ON".into(),
+                document: DocumentKey([document; 32]),
+                document_key_id: [9; 8],
+                templates,
+                authority: province("ON"),
+            },
+        )
+    };
+    let change = |request_id: &str, seed: u8, action, authority| {
+        command(
+            request_id,
+            1_700_000_100_000,
+            None,
+            Proposal::ChangeStatus {
+                identity: IdentityId::from_random([seed; 10]),
+                action,
+                reason: Reason::DocumentLost,
+                authority,
+            },
+        )
+    };
+    let face = Template {
+        format: TemplateFormat::FaceEmbeddingF32,
+        model_id: "sface-2021dec".into(),
+        data: [0.5f32, -0.25, 0.125, 0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    };
+    let finger = Template {
+        format: TemplateFormat::Iso19794_2_2005,
+        model_id: "iso19794-2".into(),
+        data: fingerprint::encode(&seed_records()[2].1).expect("seed records fit the format"),
+    };
+    vec![
+        ("enroll", vec![enroll("r-1", 1, 1, vec![face, finger])]),
+        (
+            "status-changes",
+            vec![
+                enroll("r-1", 1, 1, vec![]),
+                change("r-2", 1, Action::Suspend, province("ON")),
+                change("r-3", 1, Action::Reinstate, province("ON")),
+                change("r-4", 1, Action::Revoke, national.clone()),
+                change("r-5", 1, Action::Reinstate, national),
+            ],
+        ),
+        (
+            "retries-and-refusals",
+            vec![
+                enroll("r-1", 1, 1, vec![]),
+                enroll("r-1", 2, 1, vec![]),
+                enroll("r-2", 3, 1, vec![]),
+                enroll("r-1", 4, 4, vec![]),
+                change("r-5", 1, Action::Revoke, province("QC")),
+                change("r-6", 9, Action::Suspend, province("ON")),
+            ],
+        ),
+    ]
+}
