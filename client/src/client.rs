@@ -189,6 +189,8 @@ pub struct VerifyOptions {
     pub consistency: Option<Consistency>,
     /// A biometric probe to match 1:1 against the identity's enrolled templates.
     pub probe: Option<Template>,
+    /// The platform's challenge, signed by the holder's device (SECURITY.md has the message).
+    pub holder: Option<pb::HolderChallenge>,
     /// Instead of the client's default deadline.
     pub deadline: Option<Duration>,
 }
@@ -281,6 +283,7 @@ impl Client {
                     .to_proto(),
             ),
             probe: options.probe.as_ref().map(Template::to_proto),
+            holder: options.holder.clone(),
         };
         let answer = failover::run(
             &self.inner.nodes,

@@ -278,6 +278,8 @@ pub struct Enrollment {
     pub document_number: String,
     pub templates: Vec<Template>,
     pub authority: Authority,
+    /// The holder's device public key (Ed25519, 32 bytes), bound at enrollment.
+    pub holder_key: Option<[u8; 32]>,
 }
 
 impl Enrollment {
@@ -290,7 +292,13 @@ impl Enrollment {
             document_number: document_number.to_string(),
             templates: Vec::new(),
             authority,
+            holder_key: None,
         }
+    }
+
+    pub fn holder_key(mut self, key: [u8; 32]) -> Enrollment {
+        self.holder_key = Some(key);
+        self
     }
 
     pub fn issuer(mut self, issuer: &str) -> Enrollment {
@@ -316,6 +324,7 @@ impl Enrollment {
             document_number: self.document_number.clone(),
             templates: self.templates.iter().map(Template::to_proto).collect(),
             authority: Some(self.authority.to_proto()),
+            holder_key: self.holder_key.map(|k| k.to_vec()).unwrap_or_default(),
         }
     }
 }

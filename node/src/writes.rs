@@ -140,7 +140,7 @@ impl Writer {
                 .iter()
                 .any(|t| t.format == TemplateFormat::FaceEmbeddingF32)
                 .then_some(templates),
-            Proposal::ChangeStatus { .. } => None,
+            _ => None,
         };
         let Some(templates) = faces else {
             return self.complete_and_propose(request).await;
@@ -189,14 +189,11 @@ impl Writer {
     async fn complete_and_propose(&self, request: Request) -> Result<Response, WriteError> {
         let new_identity = match request.proposal {
             Proposal::Enroll { .. } => Some(IdentityId::from_random(rand::random())),
-            Proposal::ChangeStatus { .. } => None,
+            _ => None,
         };
         let command = Command {
             fingerprint: request.fingerprint(),
-            at_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_unix_ms: unix_ms_now(),
             new_identity,
             request,
         };
@@ -295,11 +292,19 @@ async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued>) {
     }
 }
 
+/// This node's wall clock, Unix milliseconds: the time a leader stamps on what it proposes,
+/// and what holder proofs are checked against. Never read inside `apply`.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The size that counts towards `MAX_BATCH_BYTES`: the templates, plus a bound on the rest.
 fn command_bytes(command: &Command) -> usize {
     let templates = match &command.request.proposal {
         Proposal::Enroll { templates, .. } => templates.iter().map(|t| t.data.len()).sum(),
-        Proposal::ChangeStatus { .. } => 0,
+        _ => 0,
     };
     templates + 512
 }

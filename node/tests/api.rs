@@ -125,6 +125,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
                     platform_id: "p".into(),
                     consistency: None,
                     probe: None,
+                    holder: None,
                 })
                 .await,
             Code::InvalidArgument,
@@ -170,6 +171,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
                     ..Default::default()
                 }),
                 probe: None,
+                holder: None,
             })
             .await,
         Code::InvalidArgument,
@@ -305,6 +307,7 @@ async fn pseudonyms_are_per_platform_and_the_same_on_every_node() {
                     platform_id: platform.into(),
                     consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
                     probe: None,
+                    holder: None,
                 })
                 .await
                 .unwrap()

@@ -147,6 +147,7 @@ async fn templates_and_document_numbers_are_nowhere_on_disk() {
             platform_id: "bank".into(),
             consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
             probe: Some(face),
+            holder: None,
         })
         .await
         .expect("verify")

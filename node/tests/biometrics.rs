@@ -51,6 +51,7 @@ async fn verify_with(
             platform_id: "bank.example".into(),
             consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
             probe: Some(probe),
+            holder: None,
         })
         .await
         .map(|r| r.into_inner())

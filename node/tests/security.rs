@@ -170,6 +170,7 @@ async fn platforms_verify_in_their_own_sector_and_reach_nothing_else() {
         platform_id: platform_id.into(),
         consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
         probe: None,
+        holder: None,
     };
     let mut bank = VerifierClient::new(c.channel_as(2, "platform/bank").await.unwrap());
     let mut shop = VerifierClient::new(c.channel_as(3, "platform/shop").await.unwrap());
@@ -353,12 +354,18 @@ async fn a_caller_over_its_rate_is_refused_and_told_when_to_retry() {
         .await;
     let mut ops = ClusterClient::new(c.channel_as(id, "operator/ops").await.unwrap());
     for _ in 0..3 {
-        ops.status(pb::StatusRequest {}).await.expect("within the burst");
+        ops.status(pb::StatusRequest {})
+            .await
+            .expect("within the burst");
     }
     let refused = ops.status(pb::StatusRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(reason_of(&refused), "RATE_LIMITED");
-    assert!(refused.message().contains("operator/ops"), "{}", refused.message());
+    assert!(
+        refused.message().contains("operator/ops"),
+        "{}",
+        refused.message()
+    );
     let retry_ms: u64 = refused
         .metadata()
         .get("quorumid-retry-after-ms")

@@ -202,6 +202,7 @@ async fn a_forwarded_write_leaves_one_trace_across_nodes_and_no_personal_data() 
                 platform_id: platform.into(),
                 consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
                 probe: None,
+                holder: None,
             })
             .await
             .expect("verify")

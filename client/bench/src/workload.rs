@@ -201,6 +201,7 @@ impl QuorumidTarget {
             document_number: format!("{}X{}", worker.nonce, worker.seq),
             templates: self.templates.clone(),
             authority: Some(registrar()),
+            holder_key: Vec::new(),
         }
     }
 
@@ -257,6 +258,7 @@ impl QuorumidTarget {
                 min_index: 0,
             }),
             probe: None,
+            holder: None,
         };
         let mut client = VerifierClient::new(self.channel(worker.index));
         let answer = client.verify(request).await?.into_inner();

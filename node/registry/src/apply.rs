@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Action, Command, Outcome, Proposal, Rejection, Response};
 use super::keys::KeyId;
-use super::model::{Event, EventKind, Identity, Status, Template, TemplateSummary};
+use super::model::{Authority, Event, EventKind, Identity, Status, Template, TemplateSummary};
 use super::{DocumentKey, IdentityId};
 
 /// How long a request id is remembered. A retry within this window returns the first result.
@@ -97,6 +97,10 @@ pub fn apply(
     let outcome = match &command.request.proposal {
         Proposal::Enroll { .. } => enroll(state, log_index, command, &mut changes)?,
         Proposal::ChangeStatus { .. } => change_status(state, log_index, command, &mut changes)?,
+        Proposal::BindHolderKey { .. } => bind_holder_key(state, log_index, command, &mut changes)?,
+        Proposal::SetModalityLock { .. } => {
+            set_modality_lock(state, log_index, command, &mut changes)?
+        }
     };
     let response = Response { outcome, log_index };
     if !matches!(
@@ -132,6 +136,7 @@ fn enroll(
         document_key_id,
         templates,
         authority,
+        holder_key,
     } = &command.request.proposal
     else {
         unreachable!("enroll is only called for enrollments");
@@ -155,7 +160,7 @@ fn enroll(
     if state.identity(id)?.is_some() {
         return Ok(Outcome::Rejected(Rejection::IdentityIdTaken));
     }
-    let identity = Identity {
+    let mut identity = Identity {
         id: id.clone(),
         home_province: home_province.clone(),
         status: Status::Active,
@@ -167,19 +172,22 @@ fn enroll(
                 model_id: t.model_id.clone(),
             })
             .collect(),
-        events: 1,
+        events: 0,
+        holder_key: *holder_key,
+        locked: Vec::new(),
     };
-    changes.push(Change::PutEvent {
-        identity: id.clone(),
-        seq: 0,
-        event: Event {
-            kind: EventKind::Enrolled,
-            reason: None,
-            authority: authority.clone(),
-            at_unix_ms: command.at_unix_ms,
-            log_index,
-        },
-    });
+    let event = |kind| Event {
+        kind,
+        reason: None,
+        authority: authority.clone(),
+        at_unix_ms: command.at_unix_ms,
+        log_index,
+        modality: None,
+    };
+    record(&mut identity, event(EventKind::Enrolled), changes);
+    if holder_key.is_some() {
+        record(&mut identity, event(EventKind::HolderKeyBound), changes);
+    }
     changes.push(Change::PutDocument(*document, id.clone()));
     if !templates.is_empty() {
         changes.push(Change::PutTemplates(id.clone(), templates.clone()));
@@ -225,20 +233,132 @@ fn change_status(
         }
     };
     identity.status = status;
-    changes.push(Change::PutEvent {
-        identity: id.clone(),
-        seq: identity.events,
-        event: Event {
-            kind,
-            reason: Some(*reason),
-            authority: authority.clone(),
-            at_unix_ms: command.at_unix_ms,
-            log_index,
-        },
-    });
-    identity.events += 1;
+    let event = Event {
+        kind,
+        reason: Some(*reason),
+        authority: authority.clone(),
+        at_unix_ms: command.at_unix_ms,
+        log_index,
+        modality: None,
+    };
+    record(&mut identity, event, changes);
     changes.push(Change::PutIdentity(identity));
     Ok(Outcome::StatusChanged { status })
+}
+
+/// Appends `event` to the identity's history (the caller writes the identity).
+fn record(identity: &mut Identity, event: Event, changes: &mut Vec<Change>) {
+    changes.push(Change::PutEvent {
+        identity: identity.id.clone(),
+        seq: identity.events,
+        event,
+    });
+    identity.events += 1;
+}
+
+fn bind_holder_key(
+    state: &impl RegistryState,
+    log_index: u64,
+    command: &Command,
+    changes: &mut Vec<Change>,
+) -> Result<Outcome, StateError> {
+    let Proposal::BindHolderKey {
+        identity: id,
+        key,
+        reason,
+        authority,
+    } = &command.request.proposal
+    else {
+        unreachable!("bind_holder_key is only called for key bindings");
+    };
+    let Some(mut identity) = state.identity(id)? else {
+        return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
+    };
+    if !authority.may_act_on(&identity.home_province) {
+        return Ok(Outcome::Rejected(Rejection::OutOfScope));
+    }
+    if identity.status == Status::Revoked {
+        return Ok(Outcome::Rejected(Rejection::InvalidTransition {
+            from: Status::Revoked,
+            action: Action::BindHolderKey,
+        }));
+    }
+    identity.holder_key = *key;
+    let kind = match key {
+        Some(_) => EventKind::HolderKeyBound,
+        None => EventKind::HolderKeyRevoked,
+    };
+    let event = Event {
+        kind,
+        reason: Some(*reason),
+        authority: authority.clone(),
+        at_unix_ms: command.at_unix_ms,
+        log_index,
+        modality: None,
+    };
+    record(&mut identity, event, changes);
+    changes.push(Change::PutIdentity(identity));
+    Ok(Outcome::HolderKeyBound {
+        bound: key.is_some(),
+    })
+}
+
+fn set_modality_lock(
+    state: &impl RegistryState,
+    log_index: u64,
+    command: &Command,
+    changes: &mut Vec<Change>,
+) -> Result<Outcome, StateError> {
+    let Proposal::SetModalityLock {
+        identity: id,
+        modality,
+        locked,
+        signed_with,
+    } = &command.request.proposal
+    else {
+        unreachable!("set_modality_lock is only called for modality locks");
+    };
+    let Some(mut identity) = state.identity(id)? else {
+        return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
+    };
+    if identity.holder_key != Some(*signed_with) {
+        return Ok(Outcome::Rejected(Rejection::HolderKeyChanged));
+    }
+    if identity.status == Status::Revoked {
+        return Ok(Outcome::Rejected(Rejection::InvalidTransition {
+            from: Status::Revoked,
+            action: Action::SetModalityLock,
+        }));
+    }
+    let was = identity.locked.contains(modality);
+    if was == *locked {
+        // Nothing changes: no event.
+        return Ok(Outcome::ModalityLocks {
+            locked: identity.locked,
+        });
+    }
+    if *locked {
+        identity.locked.push(*modality);
+        identity.locked.sort();
+    } else {
+        identity.locked.retain(|m| m != modality);
+    }
+    let event = Event {
+        kind: if *locked {
+            EventKind::ModalityLocked
+        } else {
+            EventKind::ModalityUnlocked
+        },
+        reason: None,
+        authority: Authority::holder(&identity.home_province),
+        at_unix_ms: command.at_unix_ms,
+        log_index,
+        modality: Some(*modality),
+    };
+    record(&mut identity, event, changes);
+    let locked = identity.locked.clone();
+    changes.push(Change::PutIdentity(identity));
+    Ok(Outcome::ModalityLocks { locked })
 }
 
 #[cfg(test)]
@@ -248,7 +368,7 @@ mod tests {
     use super::*;
     use crate::command::Request;
     use crate::memory::MemoryState;
-    use crate::model::{Authority, Reason, Scope, TemplateFormat};
+    use crate::model::{Authority, HolderKey, Modality, Reason, Scope, TemplateFormat};
 
     fn authority(province: &str) -> Authority {
         Authority {
@@ -285,6 +405,7 @@ mod tests {
                     data: vec![0; 16],
                 }],
                 authority: authority(province),
+                holder_key: None,
             },
         )
     }
@@ -314,6 +435,87 @@ mod tests {
             Outcome::Enrolled { identity } => identity.clone(),
             other => panic!("expected an enrollment, got {other:?}"),
         }
+    }
+
+    fn lock(request_id: &str, id: &IdentityId, locked: bool, key: HolderKey) -> Command {
+        command(
+            request_id,
+            2_000,
+            None,
+            Proposal::SetModalityLock {
+                identity: id.clone(),
+                modality: Modality::Face,
+                locked,
+                signed_with: key,
+            },
+        )
+    }
+
+    fn bind(request_id: &str, id: &IdentityId, key: Option<HolderKey>, by: Authority) -> Command {
+        command(
+            request_id,
+            3_000,
+            None,
+            Proposal::BindHolderKey {
+                identity: id.clone(),
+                key,
+                reason: Reason::KeyCompromise,
+                authority: by,
+            },
+        )
+    }
+
+    #[test]
+    fn the_holder_key_rules_who_locks_and_registrars_rebind_it_in_scope() {
+        let mut s = MemoryState::default();
+        let mut with_key = enroll("e", 7, "ON", 1);
+        if let Proposal::Enroll { holder_key, .. } = &mut with_key.request.proposal {
+            *holder_key = Some([1; 32]);
+        }
+        with_key.fingerprint = with_key.request.fingerprint();
+        let id = enrolled_id(&s.run(1, &with_key));
+        let kinds =
+            |s: &MemoryState| -> Vec<EventKind> { s.events.values().map(|e| e.kind).collect() };
+        assert_eq!(kinds(&s), [EventKind::Enrolled, EventKind::HolderKeyBound]);
+        // The holder locks the face; locking again changes nothing and records nothing.
+        let locked = s.run(2, &lock("l1", &id, true, [1; 32]));
+        assert_eq!(
+            locked.outcome,
+            Outcome::ModalityLocks {
+                locked: vec![Modality::Face]
+            }
+        );
+        s.run(3, &lock("l2", &id, true, [1; 32]));
+        assert_eq!(kinds(&s).len(), 3);
+        let event = s.events.values().last().unwrap();
+        assert_eq!(event.kind, EventKind::ModalityLocked);
+        assert_eq!(event.modality, Some(Modality::Face));
+        assert_eq!(event.authority, Authority::holder("ON"));
+        // A lost device: QC's authority may not rebind; ON's may. The old key then fails.
+        let refused = s.run(4, &bind("b1", &id, Some([2; 32]), authority("QC")));
+        assert_eq!(refused.outcome, Outcome::Rejected(Rejection::OutOfScope));
+        let rebound = s.run(5, &bind("b2", &id, Some([2; 32]), authority("ON")));
+        assert_eq!(rebound.outcome, Outcome::HolderKeyBound { bound: true });
+        let stale = s.run(6, &lock("l3", &id, false, [1; 32]));
+        assert_eq!(
+            stale.outcome,
+            Outcome::Rejected(Rejection::HolderKeyChanged)
+        );
+        let unlocked = s.run(7, &lock("l4", &id, false, [2; 32]));
+        assert_eq!(unlocked.outcome, Outcome::ModalityLocks { locked: vec![] });
+        // Revoking the key leaves none: no lock can be signed.
+        s.run(8, &bind("b3", &id, None, authority("ON")));
+        assert_eq!(s.identities[&id].holder_key, None);
+        let none = s.run(9, &lock("l5", &id, true, [2; 32]));
+        assert_eq!(none.outcome, Outcome::Rejected(Rejection::HolderKeyChanged));
+        assert_eq!(
+            kinds(&s)[3..],
+            [
+                EventKind::HolderKeyBound,
+                EventKind::ModalityUnlocked,
+                EventKind::HolderKeyRevoked
+            ]
+        );
     }
 
     #[test]

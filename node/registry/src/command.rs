@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec;
 use super::keys::KeyId;
-use super::model::{Authority, Reason, Status, Template};
+use super::model::{Authority, HolderKey, Modality, Reason, Status, Template};
 use super::{DocumentKey, IdentityId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub enum Action {
     Suspend,
     Reinstate,
     Revoke,
+    BindHolderKey,
+    SetModalityLock,
 }
 
 /// A validated write, before the leader completes it.
@@ -31,12 +33,28 @@ pub enum Proposal {
         document_key_id: KeyId,
         templates: Vec<Template>,
         authority: Authority,
+        holder_key: Option<HolderKey>,
     },
     ChangeStatus {
         identity: IdentityId,
         action: Action,
         reason: Reason,
         authority: Authority,
+    },
+    /// Binds a new device key (rotation, loss), or with `None` revokes the bound one.
+    BindHolderKey {
+        identity: IdentityId,
+        key: Option<HolderKey>,
+        reason: Reason,
+        authority: Authority,
+    },
+    /// The holder locks or unlocks a modality. `signed_with` is the key the node checked the
+    /// holder's signature with: `apply` refuses if it is no longer the bound one.
+    SetModalityLock {
+        identity: IdentityId,
+        modality: Modality,
+        locked: bool,
+        signed_with: HolderKey,
     },
 }
 
@@ -97,12 +115,16 @@ pub enum Rejection {
     IdentityIdTaken,
     /// An enrollment command without a drawn id (a bug in the proposer).
     MalformedCommand,
+    /// The holder signed with a key that is no longer bound to the identity.
+    HolderKeyChanged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Enrolled { identity: IdentityId },
     StatusChanged { status: Status },
+    HolderKeyBound { bound: bool },
+    ModalityLocks { locked: Vec<Modality> },
     Rejected(Rejection),
 }
 

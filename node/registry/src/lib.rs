@@ -21,6 +21,6 @@ pub use command::{Action, Batch, Command, Outcome, Proposal, Rejection, Request,
 pub use id::{IdParseError, IdentityId};
 pub use keys::{ClusterKeys, DocumentKey, KeyId};
 pub use model::{
-    Authority, Event, EventKind, Identity, Reason, Scope, Status, Template, TemplateFormat,
-    TemplateSummary,
+    Authority, Event, EventKind, HolderKey, Identity, Modality, Reason, Scope, Status, Template,
+    TemplateFormat, TemplateSummary,
 };

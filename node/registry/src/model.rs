@@ -43,6 +43,14 @@ pub struct Authority {
 }
 
 impl Authority {
+    /// The holder acting on their own record (signed by the bound device key).
+    pub fn holder(home_province: &str) -> Authority {
+        Authority {
+            id: "holder".to_string(),
+            scope: Scope::Province(home_province.to_string()),
+        }
+    }
+
     /// DESIGN.md 4: a province's authority changes identities homed in its own province; a
     /// national authority changes any.
     pub fn may_act_on(&self, home_province: &str) -> bool {
@@ -58,6 +66,26 @@ pub enum TemplateFormat {
     FaceEmbeddingF32,
     Iso19794_2_2005,
 }
+
+impl TemplateFormat {
+    pub fn modality(self) -> Modality {
+        match self {
+            TemplateFormat::FaceEmbeddingF32 => Modality::Face,
+            TemplateFormat::Iso19794_2_2005 => Modality::Fingerprint,
+        }
+    }
+}
+
+/// A biometric modality, which the holder may lock (DESIGN.md 6): a locked modality's
+/// probes are refused with an error of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Modality {
+    Face,
+    Fingerprint,
+}
+
+/// An Ed25519 public key of the holder's device, bound to the identity.
+pub type HolderKey = [u8; 32];
 
 /// A biometric template, opaque to the registry. Stored, never returned by any API.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +121,13 @@ pub enum EventKind {
     Suspended,
     Reinstated,
     Revoked,
+    /// A device key was bound (at enrollment, or a new one after rotation or loss).
+    HolderKeyBound,
+    /// The bound device key was revoked, none bound in its place.
+    HolderKeyRevoked,
+    /// The holder locked or unlocked a modality (`Event::modality`).
+    ModalityLocked,
+    ModalityUnlocked,
 }
 
 /// One administrative action in a record's history.
@@ -104,6 +139,8 @@ pub struct Event {
     /// The leader's clock when it proposed the action.
     pub at_unix_ms: u64,
     pub log_index: u64,
+    /// For modality locks: which modality.
+    pub modality: Option<Modality>,
 }
 
 /// An enrolled identity.
@@ -118,4 +155,8 @@ pub struct Identity {
     /// from 0 (`Change::PutEvent`), so that a status change writes one small event instead of
     /// rewriting a history that grows without bound.
     pub events: u64,
+    /// The holder's device key, if one is bound.
+    pub holder_key: Option<HolderKey>,
+    /// The modalities the holder locked, in order, without repeats.
+    pub locked: Vec<Modality>,
 }

@@ -57,6 +57,8 @@ fn action_word(a: Action) -> &'static str {
         Action::Suspend => "suspend",
         Action::Reinstate => "reinstate",
         Action::Revoke => "revoke",
+        Action::BindHolderKey => "bind a holder key to",
+        Action::SetModalityLock => "lock or unlock a modality of",
     }
 }
 
@@ -125,6 +127,11 @@ pub fn rejection(r: &Rejection, log_index: u64) -> Status {
             "the drawn identity id exists already; retry the same request",
         ),
         Rejection::MalformedCommand => Status::internal(format!("malformed command {at}")),
+        Rejection::HolderKeyChanged => with_reason(
+            Code::FailedPrecondition,
+            "HOLDER_KEY_CHANGED",
+            format!("the holder's device key changed since the request was signed {at}"),
+        ),
     }
 }
 

@@ -1,12 +1,13 @@
-//! The public gRPC API: `Registry`, `Verifier` and `Cluster`, plus standard health and
+//! The public gRPC API: `Registry`, `Verifier`, `Holder` and `Cluster`, plus standard health and
 //! server reflection, so `grpcurl` and any gRPC client work from the .proto files alone.
 //!
-//! - `registry`, `verifier`, `cluster`: one module per service.
+//! - `registry`, `verifier`, `holder`, `cluster`: one module per service.
 //! - `validate`: checks and size limits on every input.
 //! - `errors`: failures as gRPC statuses with machine-readable reasons.
 
 mod cluster;
 pub mod errors;
+mod holder;
 mod registry;
 pub mod validate;
 mod verifier;
@@ -33,16 +34,18 @@ use crate::writes::Writer;
 const MAX_REGISTRY_MESSAGE: usize = 1024 * 1024;
 const MAX_VERIFIER_MESSAGE: usize = 128 * 1024;
 const MAX_CLUSTER_MESSAGE: usize = 64 * 1024;
+const MAX_HOLDER_MESSAGE: usize = 16 * 1024;
 
 /// A read may be served only while the watermark is this young for the node to report
 /// SERVING (the default BOUNDED level).
 const HEALTHY_WATERMARK_AGE: Duration = Duration::from_millis(1_000);
 
 /// The services of the API port, by their gRPC names ("" is the whole server, for health).
-const PUBLIC_SERVICES: [&str; 5] = [
+const PUBLIC_SERVICES: [&str; 6] = [
     "",
     "quorumid.v1.Registry",
     "quorumid.v1.Verifier",
+    "quorumid.v1.Holder",
     "quorumid.v1.Cluster",
     "grpc.health.v1.Health",
 ];
@@ -123,6 +126,10 @@ pub fn routes(ctx: Arc<Context>) -> Result<(RoutesBuilder, HealthReporter), anyh
         .add_service(
             pb::verifier_server::VerifierServer::new(verifier::VerifierService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_VERIFIER_MESSAGE),
+        )
+        .add_service(
+            pb::holder_server::HolderServer::new(holder::HolderService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_HOLDER_MESSAGE),
         )
         .add_service(
             pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(ctx))

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 
 use super::{Context, errors, validate};
 use crate::registry::{
-    Action, EventKind, Outcome, Proposal, Reason, Request as WriteRequest, Scope,
+    Action, Event, EventKind, Modality, Outcome, Proposal, Reason, Request as WriteRequest, Scope,
     Status as IdStatus, TemplateFormat,
 };
-use crate::security::policy;
+use crate::security::{holder, policy};
 
 pub struct RegistryService {
     ctx: Arc<Context>,
@@ -81,7 +81,33 @@ fn event_kind_to_pb(k: EventKind) -> pb::history_event::Kind {
         EventKind::Suspended => Kind::Suspended,
         EventKind::Reinstated => Kind::Reinstated,
         EventKind::Revoked => Kind::Revoked,
+        EventKind::HolderKeyBound => Kind::HolderKeyBound,
+        EventKind::HolderKeyRevoked => Kind::HolderKeyRevoked,
+        EventKind::ModalityLocked => Kind::ModalityLocked,
+        EventKind::ModalityUnlocked => Kind::ModalityUnlocked,
     }
+}
+
+pub fn modality_to_pb(m: Modality) -> pb::Modality {
+    match m {
+        Modality::Face => pb::Modality::Face,
+        Modality::Fingerprint => pb::Modality::Fingerprint,
+    }
+}
+
+/// A record's history as the API shows it (to registrars, authorities and the holder).
+pub fn history_to_pb(history: &[Event]) -> Vec<pb::HistoryEvent> {
+    history
+        .iter()
+        .map(|e| pb::HistoryEvent {
+            kind: event_kind_to_pb(e.kind) as i32,
+            reason: e.reason.map_or(0, |r| reason_to_pb(r) as i32),
+            authority: Some(authority_to_pb(&e.authority)),
+            at_unix_ms: e.at_unix_ms,
+            log_index: e.log_index,
+            modality: e.modality.map_or(0, |m| modality_to_pb(m) as i32),
+        })
+        .collect()
 }
 
 fn format_to_pb(f: TemplateFormat) -> pb::TemplateFormat {
@@ -117,6 +143,12 @@ impl pb::registry_server::Registry for RegistryService {
         let request_id = validate::token("request_id", &r.request_id)?;
         let home_province = validate::province("home_province", &r.home_province)?;
         let authority = policy::enroll(&caller, &home_province, r.authority.as_ref())?;
+        let holder_key = match r.holder_key.as_slice() {
+            [] => None,
+            bytes => {
+                Some(holder::key(bytes).map_err(|e| errors::invalid(format!("holder_key: {e}")))?)
+            }
+        };
         let issuer = validate::province("document_issuer", &r.document_issuer)?;
         let number = validate::document_number(&r.document_number)?;
         let templates = validate::templates(&r.templates)?;
@@ -134,6 +166,7 @@ impl pb::registry_server::Registry for RegistryService {
                 document_key_id: self.ctx.keys.document_key_id(),
                 templates,
                 authority,
+                holder_key,
             },
         };
         let response = self.ctx.writer.submit(write).await.map_err(errors::write)?;
@@ -203,16 +236,7 @@ impl pb::registry_server::Registry for RegistryService {
             identity_id: identity.id.to_string(),
             status: status_to_pb(identity.status) as i32,
             home_province: identity.home_province,
-            history: history
-                .iter()
-                .map(|e| pb::HistoryEvent {
-                    kind: event_kind_to_pb(e.kind) as i32,
-                    reason: e.reason.map_or(0, |r| reason_to_pb(r) as i32),
-                    authority: Some(authority_to_pb(&e.authority)),
-                    at_unix_ms: e.at_unix_ms,
-                    log_index: e.log_index,
-                })
-                .collect(),
+            history: history_to_pb(&history),
             templates: identity
                 .templates
                 .iter()
@@ -222,6 +246,46 @@ impl pb::registry_server::Registry for RegistryService {
                 })
                 .collect(),
             facts: Some(facts),
+            holder_key_bound: identity.holder_key.is_some(),
+            locked: identity
+                .locked
+                .iter()
+                .map(|m| modality_to_pb(*m) as i32)
+                .collect(),
         }))
+    }
+
+    async fn bind_holder_key(
+        &self,
+        request: Request<pb::BindHolderKeyRequest>,
+    ) -> Result<Response<pb::BindHolderKeyResponse>, Status> {
+        let caller = policy::caller(&request)?;
+        let r = request.into_inner();
+        let key = match r.holder_key.as_slice() {
+            [] => None,
+            bytes => {
+                Some(holder::key(bytes).map_err(|e| errors::invalid(format!("holder_key: {e}")))?)
+            }
+        };
+        let write = WriteRequest {
+            request_id: validate::token("request_id", &r.request_id)?,
+            proposal: Proposal::BindHolderKey {
+                identity: validate::identity_id("identity_id", &r.identity_id)?,
+                key,
+                reason: validate::reason(r.reason)?,
+                authority: policy::bind_holder_key(&caller, r.authority.as_ref())?,
+            },
+        };
+        let response = self.ctx.writer.submit(write).await.map_err(errors::write)?;
+        match response.outcome {
+            Outcome::HolderKeyBound { bound } => Ok(Response::new(pb::BindHolderKeyResponse {
+                bound,
+                log_index: response.log_index,
+            })),
+            Outcome::Rejected(r) => Err(errors::rejection(&r, response.log_index)),
+            other => Err(Status::internal(format!(
+                "unexpected outcome for a key binding: {other:?}"
+            ))),
+        }
     }
 }

@@ -8,7 +8,8 @@ use tonic::Status;
 
 use super::errors::invalid;
 use crate::reads::Level;
-use crate::registry::{Authority, IdentityId, Reason, Scope, Template, TemplateFormat};
+use crate::registry::{Authority, IdentityId, Modality, Reason, Scope, Template, TemplateFormat};
+use crate::security::holder;
 
 pub const MAX_TEMPLATES: usize = 8;
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -177,6 +178,56 @@ pub fn consistency(value: Option<&pb::ReadConsistency>) -> Result<Level, Status>
         C::AtLeast => Level::AtLeast(c.min_index),
         C::Local => Level::Local,
     })
+}
+
+/// A holder's signed proof, checked for shape (its signature is checked against the bound
+/// key once the identity is read).
+pub struct HolderProof {
+    pub at_unix_ms: u64,
+    pub signature: Vec<u8>,
+}
+
+pub fn holder_proof(field: &str, value: Option<&pb::HolderProof>) -> Result<HolderProof, Status> {
+    let p = value.ok_or_else(|| invalid(format!("{field} is required")))?;
+    if p.signature.len() != 64 {
+        return Err(invalid(format!(
+            "{field}.signature must be 64 bytes (Ed25519), got {}",
+            p.signature.len()
+        )));
+    }
+    if p.at_unix_ms == 0 {
+        return Err(invalid(format!("{field}.at_unix_ms is required")));
+    }
+    Ok(HolderProof {
+        at_unix_ms: p.at_unix_ms,
+        signature: p.signature.clone(),
+    })
+}
+
+/// A platform's challenge to the holder: its nonce and the holder's proof.
+pub fn holder_challenge(c: &pb::HolderChallenge) -> Result<(Vec<u8>, HolderProof), Status> {
+    if !(holder::MIN_NONCE..=holder::MAX_NONCE).contains(&c.nonce.len()) {
+        return Err(invalid(format!(
+            "holder.nonce must be {} to {} bytes, got {}",
+            holder::MIN_NONCE,
+            holder::MAX_NONCE,
+            c.nonce.len()
+        )));
+    }
+    Ok((
+        c.nonce.clone(),
+        holder_proof("holder.proof", c.proof.as_ref())?,
+    ))
+}
+
+pub fn modality(value: i32) -> Result<Modality, Status> {
+    match pb::Modality::try_from(value) {
+        Ok(pb::Modality::Face) => Ok(Modality::Face),
+        Ok(pb::Modality::Fingerprint) => Ok(Modality::Fingerprint),
+        _ => Err(invalid(format!(
+            "modality {value} is not FACE (1) or FINGERPRINT (2)"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@ use tonic::{Code, Request, Response, Status};
 use super::registry::status_to_pb;
 use super::{Context, errors, validate};
 use crate::biometrics::ProbeError;
-use crate::registry::{Status as IdStatus, TemplateFormat};
+use crate::registry::{Identity, Modality, Status as IdStatus, TemplateFormat};
+use crate::security::holder::{self, ProofError};
 use crate::security::{Caller, policy};
+use crate::writes::unix_ms_now;
 
 pub struct VerifierService {
     ctx: Arc<Context>,
@@ -76,6 +78,11 @@ impl VerifierService {
             .as_ref()
             .map(|p| validate::template("probe", p))
             .transpose()?;
+        let challenge = r
+            .holder
+            .as_ref()
+            .map(validate::holder_challenge)
+            .transpose()?;
         let (found, facts) = self
             .ctx
             .read(level, |state| {
@@ -96,11 +103,29 @@ impl VerifierService {
                 pseudonym: String::new(),
                 facts: Some(facts),
                 probe: None,
+                holder: None,
             },
             Some((identity, templates)) => {
+                let holder = match (&challenge, identity.status) {
+                    (Some((nonce, proof)), IdStatus::Active) => {
+                        Some(holder_result(&identity, &platform, nonce, proof))
+                    }
+                    _ => None,
+                };
                 let probe =
                     match (&probe, identity.status) {
                         (Some(p), IdStatus::Active) => {
+                            let modality = p.format.modality();
+                            if identity.locked.contains(&modality) {
+                                return Err(errors::with_reason(
+                                    Code::FailedPrecondition,
+                                    "MODALITY_LOCKED",
+                                    format!(
+                                        "the holder locked this identity's {} checks",
+                                        modality_word(modality)
+                                    ),
+                                ));
+                            }
                             let matched = self.ctx.biometrics.matches(p, &templates).map_err(
                                 |e| match e {
                                     ProbeError::Invalid(m) => {
@@ -127,9 +152,49 @@ impl VerifierService {
                     pseudonym: self.ctx.keys.pseudonym(&platform, &identity.id),
                     facts: Some(facts),
                     probe,
+                    holder,
                 }
             }
         };
         Ok(response)
+    }
+}
+
+fn modality_word(m: Modality) -> &'static str {
+    match m {
+        Modality::Face => "face",
+        Modality::Fingerprint => "fingerprint",
+    }
+}
+
+/// Whether the holder's device signed the platform's challenge, in time.
+fn holder_result(
+    identity: &Identity,
+    platform: &str,
+    nonce: &[u8],
+    proof: &validate::HolderProof,
+) -> pb::HolderResult {
+    use pb::holder_result::Failure;
+    let failure = match &identity.holder_key {
+        None => Failure::NoKey,
+        Some(key) => {
+            let message =
+                holder::message("verify", &[platform.as_bytes(), nonce], proof.at_unix_ms);
+            match holder::check(
+                key,
+                &message,
+                &proof.signature,
+                proof.at_unix_ms,
+                unix_ms_now(),
+            ) {
+                Ok(()) => Failure::Unspecified,
+                Err(ProofError::OutsideWindow { .. }) => Failure::OutsideWindow,
+                Err(_) => Failure::BadSignature,
+            }
+        }
+    };
+    pb::HolderResult {
+        verified: failure == Failure::Unspecified,
+        failure: failure as i32,
     }
 }

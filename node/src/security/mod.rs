@@ -8,10 +8,12 @@
 //! - `certs`: issuing a cluster CA and caller certificates (`quorumid-node certs`).
 //! - `limits`: per-caller rate limits (token buckets) on the API port.
 //! - `at_rest`: sealing stored values (AES-256-GCM, rotating storage keys).
+//! - `holder`: the holder's device key (Ed25519) and the signed proofs it makes.
 
 pub mod at_rest;
 pub mod caller;
 pub mod certs;
+pub mod holder;
 pub mod limits;
 pub mod policy;
 pub mod tls;

@@ -8,6 +8,9 @@
 //! |                                       | the identity's home province (OUT_OF_SCOPE)        |
 //! | Registry.GetRecord                    | registrar or authority of the home province;       |
 //! |                                       | national authority                                 |
+//! | Registry.BindHolderKey                | registrar or authority; scope checked by `apply`   |
+//! | Holder (SetModalityLock, GetHistory)  | any caller relaying a request signed by the        |
+//! |                                       | identity's bound device key (`security::holder`)   |
 //! | Verifier.Verify                       | platform (its pseudonym sector is its own id)      |
 //! | Cluster.Status                        | operator, node                                     |
 //! | Cluster.AddLearner                    | operator; a node adding itself (joining)           |
@@ -109,6 +112,36 @@ pub fn change_status(
         }
         other => Err(denied(format!(
             "status changes are for authorities; the caller is {other} (role {})",
+            other.role()
+        ))),
+    }
+}
+
+/// Registry.BindHolderKey: a registrar or an authority (after checking the holder in person),
+/// acting as itself; its scope against the identity's province is a rule of `apply`.
+pub fn bind_holder_key(
+    caller: &Caller,
+    declared: Option<&pb::Authority>,
+) -> Result<Authority, Status> {
+    match caller {
+        Caller::Unauthenticated => validate::authority(declared),
+        Caller::Registrar { province, name } => {
+            let acting = Authority {
+                id: name.clone(),
+                scope: Scope::Province(province.clone()),
+            };
+            certified(caller, acting, declared)
+        }
+        Caller::Authority { scope, name } => {
+            let acting = Authority {
+                id: name.clone(),
+                scope: scope.clone(),
+            };
+            certified(caller, acting, declared)
+        }
+        other => Err(denied(format!(
+            "binding a holder key is for registrars and authorities; the caller is {other} \
+             (role {})",
             other.role()
         ))),
     }

@@ -394,7 +394,7 @@ pub async fn watch_leader(raft: Raft, telemetry: Arc<NodeTelemetry>) {
 
 /// The reason codes the API answers with (`quorumid-reason`), and the gRPC code names used
 /// when an error carries none.
-const REASONS: [&str; 32] = [
+const REASONS: [&str; 36] = [
     "BEHIND",
     "DUPLICATE_BIOMETRIC",
     "DUPLICATE_DOCUMENT",
@@ -405,6 +405,10 @@ const REASONS: [&str; 32] = [
     "NO_LEADER",
     "NO_TEMPLATE",
     "NOT_PERMITTED",
+    "MODALITY_LOCKED",
+    "NO_HOLDER_KEY",
+    "HOLDER_PROOF_REJECTED",
+    "HOLDER_KEY_CHANGED",
     "OUT_OF_SCOPE",
     "RATE_LIMITED",
     "REQUEST_ID_REUSED",

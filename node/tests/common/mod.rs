@@ -433,6 +433,7 @@ impl TestCluster {
                 platform_id: "test-platform".into(),
                 consistency: Some(consistency),
                 probe: None,
+                holder: None,
             })
             .await
             .map(|r| r.into_inner())
@@ -486,6 +487,7 @@ pub fn enroll_request(request_id: &str, province: &str, document: &str) -> pb::E
         document_number: document.into(),
         templates: vec![face_template(&synthetic_embedding(document))],
         authority: Some(authority(province)),
+        holder_key: Vec::new(),
     }
 }
 

@@ -340,6 +340,7 @@ async fn verify(cli: &Cli, client: &Client, out: &Output, args: &VerifyArgs) -> 
         consistency: Some(args.level.consistency()?),
         probe: probe.into_iter().next(),
         deadline: None,
+        holder: None,
     };
     let answer = client.verify_with(&args.identity, options.clone()).await?;
     if args.everywhere {
