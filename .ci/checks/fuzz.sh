@@ -5,7 +5,7 @@
 # payload decoding and apply) for FUZZ_SECONDS (60 by default) from the committed corpus.
 # Fails on any crash or broken property, keeping the input under
 # $QUORUMID_FUZZ_TARGET/crashes/. New inputs go to a temporary directory and are discarded; with
-# FUZZ_MERGE=1 those that add coverage are merged into node/fuzz/corpus instead (how a
+# FUZZ_MERGE=1 node/fuzz/corpus is re-minimised over the old and new inputs instead (how a
 # developer grows the corpus). FUZZ_TARGETS picks targets. Stable Rust: coverage
 # instrumentation without a sanitizer (--sanitizer none) needs no nightly flag. Installs
 # cargo-fuzz into a cached root if missing; builds in its own target directory, without RocksDB.
@@ -58,10 +58,17 @@ for target in "${targets[@]}"; do
   summary+=", $(final_stat "$target" average_exec_per_sec)/s"
   summary+=", $(final_stat "$target" new_units_added) new inputs"
   if [ "$merge" = 1 ]; then
-    before=$(find "corpus/$target" -type f | wc -l)
-    "$bin/$target" -merge=1 "corpus/$target" "$work/$target/new" >"$work/$target/merge.log" 2>&1 \
+    # The corpus becomes the smallest set of the old and new inputs that reaches every edge
+    # reached (hit counts ignored, to keep it small), the seeds always kept.
+    mkdir "$work/$target/merged"
+    cp "corpus/$target"/seed-* "$work/$target/merged/"
+    "$bin/$target" -merge=1 -use_counters=0 "$work/$target/merged" "corpus/$target" \
+      "$work/$target/new" >"$work/$target/merge.log" 2>&1 \
       || { cat "$work/$target/merge.log"; exit 1; }
-    summary+=", $(($(find "corpus/$target" -type f | wc -l) - before)) merged into corpus/$target"
+    before=$(find "corpus/$target" -type f | wc -l)
+    rm -f "corpus/$target"/*
+    cp "$work/$target/merged"/* "corpus/$target/"
+    summary+=", corpus/$target: $before -> $(find "corpus/$target" -type f | wc -l) inputs"
   fi
   echo "fuzz: $target: $seconds s, $summary"
 done
