@@ -15,8 +15,9 @@ use quorumid_biometrics::mcc::Matcher;
 use quorumid_registry::codec::{decode, encode};
 use quorumid_registry::memory::MemoryState;
 use quorumid_registry::{
-    Action, Authority, Batch, Command, DocumentKey, IdParseError, IdentityId, Outcome, Proposal,
-    REQUEST_WINDOW_MS, Reason, Rejection, Request, Response, Scope, Template, TemplateFormat,
+    Action, Authority, Batch, Command, DocumentKey, IdParseError, IdentityId, Modality, Outcome,
+    Proposal, REQUEST_WINDOW_MS, Reason, Rejection, Request, Response, Scope, Template,
+    TemplateFormat,
 };
 
 /// The fuzz targets, by name: the binaries in `fuzz_targets/` and the directories of `corpus/`.
@@ -181,7 +182,9 @@ pub fn command(data: &[u8]) {
 
 fn command_ids(command: &Command) -> impl Iterator<Item = &IdentityId> {
     let target = match &command.request.proposal {
-        Proposal::ChangeStatus { identity, .. } => Some(identity),
+        Proposal::ChangeStatus { identity, .. }
+        | Proposal::BindHolderKey { identity, .. }
+        | Proposal::SetModalityLock { identity, .. } => Some(identity),
         Proposal::Enroll { .. } => None,
     };
     command.new_identity.iter().chain(target)
@@ -345,6 +348,7 @@ fn seed_batches() -> Vec<(&'static str, Batch)> {
                 document_key_id: [9; 8],
                 templates,
                 authority: province("ON"),
+                holder_key: (seed % 2 == 1).then_some([seed; 32]),
             },
         )
     };
@@ -384,6 +388,45 @@ fn seed_batches() -> Vec<(&'static str, Batch)> {
                 change("r-3", 1, Action::Reinstate, province("ON")),
                 change("r-4", 1, Action::Revoke, national.clone()),
                 change("r-5", 1, Action::Reinstate, national),
+            ],
+        ),
+        (
+            "holder-key",
+            vec![
+                enroll("r-1", 1, 1, vec![]),
+                command(
+                    "r-2",
+                    1_700_000_200_000,
+                    None,
+                    Proposal::SetModalityLock {
+                        identity: IdentityId::from_random([1; 10]),
+                        modality: Modality::Face,
+                        locked: true,
+                        signed_with: [1; 32],
+                    },
+                ),
+                command(
+                    "r-3",
+                    1_700_000_300_000,
+                    None,
+                    Proposal::BindHolderKey {
+                        identity: IdentityId::from_random([1; 10]),
+                        key: Some([2; 32]),
+                        reason: Reason::KeyCompromise,
+                        authority: province("ON"),
+                    },
+                ),
+                command(
+                    "r-4",
+                    1_700_000_400_000,
+                    None,
+                    Proposal::SetModalityLock {
+                        identity: IdentityId::from_random([1; 10]),
+                        modality: Modality::Face,
+                        locked: false,
+                        signed_with: [1; 32],
+                    },
+                ),
             ],
         ),
         (
