@@ -140,16 +140,7 @@ impl pb::holder_server::Holder for HolderService {
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let proof = validate::holder_proof("proof", r.proof.as_ref())?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let (found, facts) = self
-            .ctx
-            .read(level, |state| {
-                let Some(identity) = state.identity(&id)? else {
-                    return Ok(None);
-                };
-                let history = state.history(&id, identity.events)?;
-                Ok(Some((identity, history)))
-            })
-            .await?;
+        let (found, facts) = self.ctx.read(level, |state| state.record(&id)).await?;
         let (identity, history) = found.ok_or_else(|| unknown(facts.applied_index))?;
         proven(&identity, "history", &[id.as_str().as_bytes()], &proof)?;
         Ok(Response::new(pb::HolderHistoryResponse {

@@ -211,16 +211,7 @@ impl pb::registry_server::Registry for RegistryService {
         let r = request.into_inner();
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let (record, facts) = self
-            .ctx
-            .read(level, |state| {
-                let Some(identity) = state.identity(&id)? else {
-                    return Ok(None);
-                };
-                let history = state.history(&id, identity.events)?;
-                Ok(Some((identity, history)))
-            })
-            .await?;
+        let (record, facts) = self.ctx.read(level, |state| state.record(&id)).await?;
         let (identity, history) = record.ok_or_else(|| {
             errors::with_reason(
                 tonic::Code::NotFound,

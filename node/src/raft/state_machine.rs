@@ -202,6 +202,15 @@ impl StateReader {
         Ok(events)
     }
 
+    /// The identity and its whole history, read together.
+    pub fn record(&self, id: &IdentityId) -> Result<Option<(Identity, Vec<Event>)>, StateError> {
+        let Some(identity) = self.identity(id)? else {
+            return Ok(None);
+        };
+        let history = self.history(id, identity.events)?;
+        Ok(Some((identity, history)))
+    }
+
     pub fn templates(&self, id: &IdentityId) -> Result<Vec<Template>, StateError> {
         Ok(read_record(
             &self.store,

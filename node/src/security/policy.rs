@@ -42,13 +42,25 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("the request carries no authenticated caller"))
 }
 
-/// With a certificate, the acting authority is the certificate's; a request may repeat it but
-/// not name another.
-fn certified(
-    caller: &Caller,
-    acting: Authority,
-    declared: Option<&pb::Authority>,
-) -> Result<Authority, Status> {
+/// With a certificate, the acting authority is the certificate's registrar or authority; a
+/// request may repeat it but not name another.
+fn certified(caller: &Caller, declared: Option<&pb::Authority>) -> Result<Authority, Status> {
+    let acting = match caller {
+        Caller::Registrar { province, name } => Authority {
+            id: name.clone(),
+            scope: Scope::Province(province.clone()),
+        },
+        Caller::Authority { scope, name } => Authority {
+            id: name.clone(),
+            scope: scope.clone(),
+        },
+        other => {
+            return Err(denied(format!(
+                "{other} (role {}) acts for no office",
+                other.role()
+            )));
+        }
+    };
     if let Some(declared) = declared {
         let declared = validate::authority(Some(declared))?;
         if declared != acting {
@@ -77,12 +89,8 @@ pub fn enroll(
 ) -> Result<Authority, Status> {
     match caller {
         Caller::Unauthenticated => validate::authority(declared),
-        Caller::Registrar { province, name } if province == home_province => {
-            let acting = Authority {
-                id: name.clone(),
-                scope: Scope::Province(province.clone()),
-            };
-            certified(caller, acting, declared)
+        Caller::Registrar { province, .. } if province == home_province => {
+            certified(caller, declared)
         }
         Caller::Registrar { province, .. } => Err(denied(format!(
             "a registrar of province {province} cannot enroll an identity homed in \
@@ -103,13 +111,7 @@ pub fn change_status(
 ) -> Result<Authority, Status> {
     match caller {
         Caller::Unauthenticated => validate::authority(declared),
-        Caller::Authority { scope, name } => {
-            let acting = Authority {
-                id: name.clone(),
-                scope: scope.clone(),
-            };
-            certified(caller, acting, declared)
-        }
+        Caller::Authority { .. } => certified(caller, declared),
         other => Err(denied(format!(
             "status changes are for authorities; the caller is {other} (role {})",
             other.role()
@@ -125,20 +127,7 @@ pub fn bind_holder_key(
 ) -> Result<Authority, Status> {
     match caller {
         Caller::Unauthenticated => validate::authority(declared),
-        Caller::Registrar { province, name } => {
-            let acting = Authority {
-                id: name.clone(),
-                scope: Scope::Province(province.clone()),
-            };
-            certified(caller, acting, declared)
-        }
-        Caller::Authority { scope, name } => {
-            let acting = Authority {
-                id: name.clone(),
-                scope: scope.clone(),
-            };
-            certified(caller, acting, declared)
-        }
+        Caller::Registrar { .. } | Caller::Authority { .. } => certified(caller, declared),
         other => Err(denied(format!(
             "binding a holder key is for registrars and authorities; the caller is {other} \
              (role {})",
