@@ -8,10 +8,11 @@
 //!   (outgoing network, incoming Raft service).
 //! - [`writes`]: the write path: any node accepts a write, the leader completes and proposes it.
 //! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
-//! - [`api`]: the public gRPC services (Registry, Verifier, Cluster, health, reflection).
+//! - [`api`]: the public gRPC services (Registry, Verifier, Holder, Cluster, health,
+//!   reflection).
 //! - [`biometrics`]: template checks at enrollment and 1:1 probe matching at verification.
-//! - [`security`]: mutual TLS, callers' roles and scopes from their certificates, and who
-//!   may call what.
+//! - [`security`]: mutual TLS, callers' roles and scopes from their certificates, who may
+//!   call what, rate limits, the holder's device key, and encryption at rest.
 //! - [`telemetry`]: traces across nodes, Prometheus metrics and log lines, with no personal
 //!   data.
 //! - [`node`]: starts and stops all of the above as one node.
