@@ -1,6 +1,7 @@
 //! The holder's credential on a mutual-TLS cluster: a device key (Ed25519) bound at
 //! enrollment answers platforms' challenges; the holder locks a modality and reads their own
-//! history with it; a registrar binds a new key after a loss, and the old one stops working.
+//! history with it; a registrar binds a new key after a loss, and the old one stops working;
+//! the holder rotates their key themselves.
 
 mod common;
 
@@ -226,6 +227,34 @@ async fn the_holder_key_answers_challenges_locks_modalities_and_is_replaced_when
         .unwrap()
         .into_inner();
     assert_eq!(failure(&new), Failure::Unspecified);
+    // A planned rotation, signed by the current key: the next device takes over, and a
+    // replay of the same signed rotation cannot undo or redo anything.
+    let next_device = SigningKey::from_bytes(&[44; 32]);
+    let next_key = next_device.verifying_key().to_bytes();
+    let rotate = pb::RotateHolderKeyRequest {
+        request_id: "rot-1".into(),
+        identity_id: id.clone(),
+        new_key: next_key.to_vec(),
+        proof: Some(proof(
+            &new_device,
+            "rotate",
+            &[id.as_bytes(), &next_key, b"rot-1"],
+            now_ms(),
+        )),
+    };
+    relay
+        .rotate_key(rotate.clone())
+        .await
+        .expect("the holder rotates their key");
+    let stolen = relay
+        .rotate_key(pb::RotateHolderKeyRequest {
+            request_id: "rot-2".into(),
+            ..rotate.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&stolen), "HOLDER_PROOF_REJECTED", "{stolen:?}");
+    let new_device = next_device;
     // The new device unlocks the face; the record shows the whole story.
     relay
         .set_modality_lock(lock(&new_device, "lock-3", false))
@@ -248,6 +277,7 @@ async fn the_holder_key_answers_challenges_locks_modalities_and_is_replaced_when
             Kind::Enrolled,
             Kind::HolderKeyBound,
             Kind::ModalityLocked,
+            Kind::HolderKeyBound,
             Kind::HolderKeyBound,
             Kind::ModalityUnlocked
         ]

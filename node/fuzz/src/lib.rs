@@ -184,7 +184,8 @@ fn command_ids(command: &Command) -> impl Iterator<Item = &IdentityId> {
     let target = match &command.request.proposal {
         Proposal::ChangeStatus { identity, .. }
         | Proposal::BindHolderKey { identity, .. }
-        | Proposal::SetModalityLock { identity, .. } => Some(identity),
+        | Proposal::SetModalityLock { identity, .. }
+        | Proposal::RotateHolderKey { identity, .. } => Some(identity),
         Proposal::Enroll { .. } => None,
     };
     command.new_identity.iter().chain(target)
@@ -425,6 +426,16 @@ fn seed_batches() -> Vec<(&'static str, Batch)> {
                         modality: Modality::Face,
                         locked: false,
                         signed_with: [1; 32],
+                    },
+                ),
+                command(
+                    "r-5",
+                    1_700_000_500_000,
+                    None,
+                    Proposal::RotateHolderKey {
+                        identity: IdentityId::from_random([1; 10]),
+                        new_key: [3; 32],
+                        signed_with: [2; 32],
                     },
                 ),
             ],

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Action, Command, Outcome, Proposal, Rejection, Response};
 use super::keys::KeyId;
-use super::model::{Authority, Event, EventKind, Identity, Status, Template, TemplateSummary};
+use super::model::{
+    Authority, Event, EventKind, Identity, Reason, Status, Template, TemplateSummary,
+};
 use super::{DocumentKey, IdentityId};
 
 /// How long a request id is remembered. A retry within this window returns the first result.
@@ -100,6 +102,9 @@ pub fn apply(
         Proposal::BindHolderKey { .. } => bind_holder_key(state, log_index, command, &mut changes)?,
         Proposal::SetModalityLock { .. } => {
             set_modality_lock(state, log_index, command, &mut changes)?
+        }
+        Proposal::RotateHolderKey { .. } => {
+            rotate_holder_key(state, log_index, command, &mut changes)?
         }
     };
     let response = Response { outcome, log_index };
@@ -303,6 +308,46 @@ fn bind_holder_key(
     })
 }
 
+fn rotate_holder_key(
+    state: &impl RegistryState,
+    log_index: u64,
+    command: &Command,
+    changes: &mut Vec<Change>,
+) -> Result<Outcome, StateError> {
+    let Proposal::RotateHolderKey {
+        identity: id,
+        new_key,
+        signed_with,
+    } = &command.request.proposal
+    else {
+        unreachable!("rotate_holder_key is only called for key rotations");
+    };
+    let Some(mut identity) = state.identity(id)? else {
+        return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
+    };
+    if identity.holder_key != Some(*signed_with) {
+        return Ok(Outcome::Rejected(Rejection::HolderKeyChanged));
+    }
+    if identity.status == Status::Revoked {
+        return Ok(Outcome::Rejected(Rejection::InvalidTransition {
+            from: Status::Revoked,
+            action: Action::BindHolderKey,
+        }));
+    }
+    identity.holder_key = Some(*new_key);
+    let event = Event {
+        kind: EventKind::HolderKeyBound,
+        reason: Some(Reason::Superseded),
+        authority: Authority::holder(&identity.home_province),
+        at_unix_ms: command.at_unix_ms,
+        log_index,
+        modality: None,
+    };
+    record(&mut identity, event, changes);
+    changes.push(Change::PutIdentity(identity));
+    Ok(Outcome::HolderKeyBound { bound: true })
+}
+
 fn set_modality_lock(
     state: &impl RegistryState,
     log_index: u64,
@@ -503,16 +548,50 @@ mod tests {
         );
         let unlocked = s.run(7, &lock("l4", &id, false, [2; 32]));
         assert_eq!(unlocked.outcome, Outcome::ModalityLocks { locked: vec![] });
+        // The holder rotates to a third key, signed by the second; the second then fails.
+        let rotated = s.run(
+            8,
+            &command(
+                "k-rot",
+                2_500,
+                None,
+                Proposal::RotateHolderKey {
+                    identity: id.clone(),
+                    new_key: [3; 32],
+                    signed_with: [2; 32],
+                },
+            ),
+        );
+        assert_eq!(rotated.outcome, Outcome::HolderKeyBound { bound: true });
+        assert_eq!(s.identities[&id].holder_key, Some([3; 32]));
+        let replayed = s.run(
+            9,
+            &command(
+                "k-rot-2",
+                2_600,
+                None,
+                Proposal::RotateHolderKey {
+                    identity: id.clone(),
+                    new_key: [9; 32],
+                    signed_with: [2; 32],
+                },
+            ),
+        );
+        assert_eq!(
+            replayed.outcome,
+            Outcome::Rejected(Rejection::HolderKeyChanged)
+        );
         // Revoking the key leaves none: no lock can be signed.
-        s.run(8, &bind("b3", &id, None, authority("ON")));
+        s.run(10, &bind("b3", &id, None, authority("ON")));
         assert_eq!(s.identities[&id].holder_key, None);
-        let none = s.run(9, &lock("l5", &id, true, [2; 32]));
+        let none = s.run(11, &lock("l5", &id, true, [3; 32]));
         assert_eq!(none.outcome, Outcome::Rejected(Rejection::HolderKeyChanged));
         assert_eq!(
             kinds(&s)[3..],
             [
                 EventKind::HolderKeyBound,
                 EventKind::ModalityUnlocked,
+                EventKind::HolderKeyBound,
                 EventKind::HolderKeyRevoked
             ]
         );

@@ -48,6 +48,13 @@ pub enum Proposal {
         reason: Reason,
         authority: Authority,
     },
+    /// The holder replaces their device key with a new one, signed by the bound key
+    /// (`signed_with`: `apply` refuses if it is no longer the bound one).
+    RotateHolderKey {
+        identity: IdentityId,
+        new_key: HolderKey,
+        signed_with: HolderKey,
+    },
     /// The holder locks or unlocks a modality. `signed_with` is the key the node checked the
     /// holder's signature with: `apply` refuses if it is no longer the bound one.
     SetModalityLock {

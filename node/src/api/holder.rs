@@ -132,6 +132,39 @@ impl pb::holder_server::Holder for HolderService {
         }
     }
 
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateHolderKeyRequest>,
+    ) -> Result<Response<pb::RotateHolderKeyResponse>, Status> {
+        let r = request.into_inner();
+        let request_id = validate::token("request_id", &r.request_id)?;
+        let id = validate::identity_id("identity_id", &r.identity_id)?;
+        let new_key =
+            holder::key(&r.new_key).map_err(|e| errors::invalid(format!("new_key: {e}")))?;
+        let proof = validate::holder_proof("proof", r.proof.as_ref())?;
+        let (identity, _) = self.identity(&id, Level::Linearizable).await?;
+        let fields: [&[u8]; 3] = [id.as_str().as_bytes(), &new_key, request_id.as_bytes()];
+        let signed_with = proven(&identity, "rotate", &fields, &proof)?;
+        let write = WriteRequest {
+            request_id,
+            proposal: Proposal::RotateHolderKey {
+                identity: id,
+                new_key,
+                signed_with,
+            },
+        };
+        let response = self.ctx.writer.submit(write).await.map_err(errors::write)?;
+        match response.outcome {
+            Outcome::HolderKeyBound { .. } => Ok(Response::new(pb::RotateHolderKeyResponse {
+                log_index: response.log_index,
+            })),
+            Outcome::Rejected(r) => Err(errors::rejection(&r, response.log_index)),
+            other => Err(Status::internal(format!(
+                "unexpected outcome for a key rotation: {other:?}"
+            ))),
+        }
+    }
+
     async fn get_history(
         &self,
         request: Request<pb::HolderHistoryRequest>,

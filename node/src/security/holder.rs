@@ -14,6 +14,7 @@
 //! | `verify`  | platform id, nonce                                  | Verifier.Verify        |
 //! | `lock`    | identity id, modality, locked ("1"/"0"), request id | Holder.SetModalityLock |
 //! | `history` | identity id                                         | Holder.GetHistory      |
+//! | `rotate`  | identity id, new key (32 bytes), request id         | Holder.RotateKey       |
 //!
 //! A proof is accepted within [`PROOF_WINDOW`] of the node's clock, either way: a replay
 //! after that fails. Within the window, a platform's own nonce tells its proofs apart; a

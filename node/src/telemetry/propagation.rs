@@ -20,7 +20,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::raft::NodeId;
 
 /// Every gRPC method a node serves. A path not in this list is named `unknown`.
-const METHODS: [&str; 26] = [
+const METHODS: [&str; 27] = [
     "/quorumid.v1.Registry/Enroll",
     "/quorumid.v1.Registry/Revoke",
     "/quorumid.v1.Registry/Suspend",
@@ -30,6 +30,7 @@ const METHODS: [&str; 26] = [
     "/quorumid.v1.Verifier/Verify",
     "/quorumid.v1.Holder/SetModalityLock",
     "/quorumid.v1.Holder/GetHistory",
+    "/quorumid.v1.Holder/RotateKey",
     "/quorumid.v1.Cluster/Status",
     "/quorumid.v1.Cluster/AddLearner",
     "/quorumid.v1.Cluster/ChangeMembership",
