@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{Action, Command, Outcome, Proposal, Rejection, Response};
 use super::keys::KeyId;
 use super::model::{
-    Authority, Event, EventKind, Identity, Reason, Status, Template, TemplateSummary,
+    Authority, Event, EventKind, HolderKey, Identity, Reason, Status, Template, TemplateSummary,
 };
 use super::{DocumentKey, IdentityId};
 
@@ -181,17 +181,10 @@ fn enroll(
         holder_key: *holder_key,
         locked: Vec::new(),
     };
-    let event = |kind| Event {
-        kind,
-        reason: None,
-        authority: authority.clone(),
-        at_unix_ms: command.at_unix_ms,
-        log_index,
-        modality: None,
-    };
-    record(&mut identity, event(EventKind::Enrolled), changes);
+    let enrolled = |kind| event(command, log_index, kind, authority.clone());
+    record(&mut identity, enrolled(EventKind::Enrolled), changes);
     if holder_key.is_some() {
-        record(&mut identity, event(EventKind::HolderKeyBound), changes);
+        record(&mut identity, enrolled(EventKind::HolderKeyBound), changes);
     }
     changes.push(Change::PutDocument(*document, id.clone()));
     if !templates.is_empty() {
@@ -238,17 +231,63 @@ fn change_status(
         }
     };
     identity.status = status;
-    let event = Event {
-        kind,
+    let changed = Event {
         reason: Some(*reason),
-        authority: authority.clone(),
+        ..event(command, log_index, kind, authority.clone())
+    };
+    record(&mut identity, changed, changes);
+    changes.push(Change::PutIdentity(identity));
+    Ok(Outcome::StatusChanged { status })
+}
+
+/// An event of `command`, committed at `log_index`, with no reason or modality.
+fn event(command: &Command, log_index: u64, kind: EventKind, authority: Authority) -> Event {
+    Event {
+        kind,
+        reason: None,
+        authority,
         at_unix_ms: command.at_unix_ms,
         log_index,
         modality: None,
+    }
+}
+
+/// The identity a holder's signed write acts on: it exists, still has the key the signature
+/// was checked with, and is not revoked.
+fn signed_by_holder(
+    state: &impl RegistryState,
+    id: &IdentityId,
+    signed_with: &HolderKey,
+    action: Action,
+) -> Result<Result<Identity, Rejection>, StateError> {
+    let Some(identity) = state.identity(id)? else {
+        return Ok(Err(Rejection::UnknownIdentity));
     };
+    if identity.holder_key != Some(*signed_with) {
+        return Ok(Err(Rejection::HolderKeyChanged));
+    }
+    if identity.status == Status::Revoked {
+        return Ok(Err(Rejection::InvalidTransition {
+            from: Status::Revoked,
+            action,
+        }));
+    }
+    Ok(Ok(identity))
+}
+
+/// Binds `key` (or none) to the identity and records `event` of it.
+fn set_holder_key(
+    mut identity: Identity,
+    key: Option<HolderKey>,
+    event: Event,
+    changes: &mut Vec<Change>,
+) -> Outcome {
+    identity.holder_key = key;
     record(&mut identity, event, changes);
     changes.push(Change::PutIdentity(identity));
-    Ok(Outcome::StatusChanged { status })
+    Outcome::HolderKeyBound {
+        bound: key.is_some(),
+    }
 }
 
 /// Appends `event` to the identity's history (the caller writes the identity).
@@ -276,7 +315,7 @@ fn bind_holder_key(
     else {
         unreachable!("bind_holder_key is only called for key bindings");
     };
-    let Some(mut identity) = state.identity(id)? else {
+    let Some(identity) = state.identity(id)? else {
         return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
     };
     if !authority.may_act_on(&identity.home_province) {
@@ -288,24 +327,15 @@ fn bind_holder_key(
             action: Action::BindHolderKey,
         }));
     }
-    identity.holder_key = *key;
     let kind = match key {
         Some(_) => EventKind::HolderKeyBound,
         None => EventKind::HolderKeyRevoked,
     };
-    let event = Event {
-        kind,
+    let bound = Event {
         reason: Some(*reason),
-        authority: authority.clone(),
-        at_unix_ms: command.at_unix_ms,
-        log_index,
-        modality: None,
+        ..event(command, log_index, kind, authority.clone())
     };
-    record(&mut identity, event, changes);
-    changes.push(Change::PutIdentity(identity));
-    Ok(Outcome::HolderKeyBound {
-        bound: key.is_some(),
-    })
+    Ok(set_holder_key(identity, *key, bound, changes))
 }
 
 fn rotate_holder_key(
@@ -322,30 +352,16 @@ fn rotate_holder_key(
     else {
         unreachable!("rotate_holder_key is only called for key rotations");
     };
-    let Some(mut identity) = state.identity(id)? else {
-        return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
+    let identity = match signed_by_holder(state, id, signed_with, Action::BindHolderKey)? {
+        Ok(identity) => identity,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    if identity.holder_key != Some(*signed_with) {
-        return Ok(Outcome::Rejected(Rejection::HolderKeyChanged));
-    }
-    if identity.status == Status::Revoked {
-        return Ok(Outcome::Rejected(Rejection::InvalidTransition {
-            from: Status::Revoked,
-            action: Action::BindHolderKey,
-        }));
-    }
-    identity.holder_key = Some(*new_key);
-    let event = Event {
-        kind: EventKind::HolderKeyBound,
+    let holder = Authority::holder(&identity.home_province);
+    let rotated = Event {
         reason: Some(Reason::Superseded),
-        authority: Authority::holder(&identity.home_province),
-        at_unix_ms: command.at_unix_ms,
-        log_index,
-        modality: None,
+        ..event(command, log_index, EventKind::HolderKeyBound, holder)
     };
-    record(&mut identity, event, changes);
-    changes.push(Change::PutIdentity(identity));
-    Ok(Outcome::HolderKeyBound { bound: true })
+    Ok(set_holder_key(identity, Some(*new_key), rotated, changes))
 }
 
 fn set_modality_lock(
@@ -363,18 +379,10 @@ fn set_modality_lock(
     else {
         unreachable!("set_modality_lock is only called for modality locks");
     };
-    let Some(mut identity) = state.identity(id)? else {
-        return Ok(Outcome::Rejected(Rejection::UnknownIdentity));
+    let mut identity = match signed_by_holder(state, id, signed_with, Action::SetModalityLock)? {
+        Ok(identity) => identity,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    if identity.holder_key != Some(*signed_with) {
-        return Ok(Outcome::Rejected(Rejection::HolderKeyChanged));
-    }
-    if identity.status == Status::Revoked {
-        return Ok(Outcome::Rejected(Rejection::InvalidTransition {
-            from: Status::Revoked,
-            action: Action::SetModalityLock,
-        }));
-    }
     let was = identity.locked.contains(modality);
     if was == *locked {
         // Nothing changes: no event.
@@ -388,19 +396,17 @@ fn set_modality_lock(
     } else {
         identity.locked.retain(|m| m != modality);
     }
-    let event = Event {
-        kind: if *locked {
-            EventKind::ModalityLocked
-        } else {
-            EventKind::ModalityUnlocked
-        },
-        reason: None,
-        authority: Authority::holder(&identity.home_province),
-        at_unix_ms: command.at_unix_ms,
-        log_index,
-        modality: Some(*modality),
+    let kind = if *locked {
+        EventKind::ModalityLocked
+    } else {
+        EventKind::ModalityUnlocked
     };
-    record(&mut identity, event, changes);
+    let holder = Authority::holder(&identity.home_province);
+    let changed = Event {
+        modality: Some(*modality),
+        ..event(command, log_index, kind, holder)
+    };
+    record(&mut identity, changed, changes);
     let locked = identity.locked.clone();
     changes.push(Change::PutIdentity(identity));
     Ok(Outcome::ModalityLocks { locked })

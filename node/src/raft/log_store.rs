@@ -147,7 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         for entry in entries {
             let key = index_key(entry.log_id.index);
-            batch.put_cf(cf, key, self.store.seal(Cf::Log, &key, encode(&entry)));
+            batch.put_cf(cf, key, self.store.seal(Cf::Log, &key, &encode(&entry)));
         }
         let result = self.store.db().write_opt(batch, &synced());
         match result {

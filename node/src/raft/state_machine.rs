@@ -319,7 +319,7 @@ impl<'a> Staged<'a> {
             self.digest.remove(cf, &key, &old);
         }
         self.digest.add(cf, &key, &value);
-        let stored = self.store.seal(cf, &key, value.clone());
+        let stored = self.store.seal(cf, &key, &value);
         self.batch.put_cf(self.store.cf(cf), &key, stored);
         self.pending.insert((cf, key), Some(value));
         Ok(())
@@ -820,7 +820,7 @@ mod tests {
             (Cf::Requests, b"r-1".to_vec(), b"request".to_vec()),
         ] {
             digest.add(cf, &key, &value);
-            let stored = store.seal(cf, &key, value);
+            let stored = store.seal(cf, &key, &value).into_owned();
             records.push((cf.tag(), key, stored));
         }
         encode(&SnapshotFile {

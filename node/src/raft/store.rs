@@ -10,6 +10,7 @@
 //! never sealed (RocksDB orders and finds by them); none holds a template or a document
 //! number (ids, keyed document hashes, log indexes).
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -150,16 +151,17 @@ impl Store {
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.db.get_cf(self.cf(cf), key)? {
             None => Ok(None),
+            Some(stored) if !cf.sealed() => Ok(Some(stored)),
             Some(stored) => self.unseal(cf, key, &stored).map(Some),
         }
     }
 
     /// What to write under `key`: `value`, sealed if `cf` is sealed.
-    pub fn seal(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Vec<u8> {
+    pub fn seal<'v>(&self, cf: Cf, key: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
         if cf.sealed() {
-            self.sealer.seal(&place(cf, key), &value)
+            Cow::Owned(self.sealer.seal(&place(cf, key), value))
         } else {
-            value
+            Cow::Borrowed(value)
         }
     }
 
