@@ -2,7 +2,7 @@
 # Fuzzing (node/fuzz/README.md): replays the committed corpus through every target's checks
 # and checks its generated seeds are current (`cargo test` in node/fuzz), then runs each
 # cargo-fuzz target (the ISO/IEC 19794-2 parser and matcher, the identity id parser, log entry
-# payload decoding and apply) for FUZZ_SECONDS (60 by default) from the committed corpus.
+# payload decoding and apply, snapshot files) for FUZZ_SECONDS (60 by default) from the committed corpus.
 # Fails on any crash or broken property, keeping the input under
 # $QUORUMID_FUZZ_TARGET/crashes/. New inputs go to a temporary directory and are discarded; with
 # FUZZ_MERGE=1 node/fuzz/corpus is re-minimised over the old and new inputs instead (how a
@@ -15,7 +15,7 @@ root="$PWD"
 
 seconds="${FUZZ_SECONDS:-60}"
 merge="${FUZZ_MERGE:-0}"
-read -r -a targets <<<"${FUZZ_TARGETS:-iso19794 identity_id command}"
+read -r -a targets <<<"${FUZZ_TARGETS:-iso19794 identity_id command snapshot}"
 tools="${QUORUMID_TOOLS:-$HOME/.cache/quorumid-tools}"
 export CARGO_TARGET_DIR="${QUORUMID_FUZZ_TARGET:-$HOME/.cache/quorumid-fuzz-target}"
 # Real fingerprint records (../shared/data/README.md): read-only extra seeds for iso19794 in

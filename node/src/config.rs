@@ -74,9 +74,9 @@ use crate::biometrics::Thresholds;
 use crate::raft::{NodeId, NodeInfo};
 use crate::reads::ReadSettings;
 use crate::registry::ClusterKeys;
-use crate::security::at_rest::Sealer;
 use crate::security::{LimitsConfig, TlsConfig};
 use crate::telemetry::TelemetryConfig;
+use quorumid_storage_format::Sealer;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

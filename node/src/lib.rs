@@ -5,14 +5,16 @@
 //! - [`registry`]: the domain (identities, status rules, keyed hashes) and its deterministic
 //!   `apply`. No I/O, no clock. The `quorumid-registry` crate (`node/registry/`), re-exported.
 //! - [`raft`]: openraft wired to RocksDB (log store, state machine, snapshots) and to gRPC
-//!   (outgoing network, incoming Raft service).
+//!   (outgoing network, incoming Raft service). What it stores, as bytes (column families,
+//!   sealing at rest, the state digest, snapshot files), is the `quorumid-storage-format`
+//!   crate (`node/storage-format/`).
 //! - [`writes`]: the write path: any node accepts a write, the leader completes and proposes it.
 //! - [`reads`]: read consistency levels, the freshness watermark and the read gate.
 //! - [`api`]: the public gRPC services (Registry, Verifier, Holder, Cluster, health,
 //!   reflection).
 //! - [`biometrics`]: template checks at enrollment and 1:1 probe matching at verification.
 //! - [`security`]: mutual TLS, callers' roles and scopes from their certificates, who may
-//!   call what, rate limits, the holder's device key, and encryption at rest.
+//!   call what, rate limits, and the holder's device key.
 //! - [`telemetry`]: traces across nodes, Prometheus metrics and log lines, with no personal
 //!   data.
 //! - [`node`]: starts and stops all of the above as one node.

@@ -5,7 +5,7 @@ use quorumid_node::raft::log_store::LogStore;
 use quorumid_node::raft::state_machine::StateMachine;
 use quorumid_node::raft::store::Store;
 use quorumid_node::raft::{StorageError, TypeConfig};
-use quorumid_node::security::at_rest::Sealer;
+use quorumid_storage_format::Sealer;
 use tempfile::TempDir;
 
 struct RocksBuilder;

@@ -6,12 +6,14 @@
 //! one exists (a parsed value writes back to its input, decoding inverts encoding, applying a
 //! batch twice changes nothing the second time), not only that nothing panics.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use quorumid_biometrics::fingerprint::{
     self, ExtendedArea, FingerRecord, FingerView, Minutia, MinutiaKind,
 };
 use quorumid_biometrics::mcc::Matcher;
+use openraft::CommittedLeaderId;
 use quorumid_registry::codec::{decode, encode};
 use quorumid_registry::memory::MemoryState;
 use quorumid_registry::{
@@ -19,9 +21,14 @@ use quorumid_registry::{
     Proposal, REQUEST_WINDOW_MS, Reason, Rejection, Request, Response, Scope, Template,
     TemplateFormat,
 };
+use quorumid_storage_format::snapshot::SNAPSHOT_FORMAT;
+use quorumid_storage_format::{
+    Cf, LogId, Membership, NodeInfo, Sealer, SnapshotFile, SnapshotMeta, StateDigest,
+    StoredMembership,
+};
 
 /// The fuzz targets, by name: the binaries in `fuzz_targets/` and the directories of `corpus/`.
-pub const TARGETS: [&str; 3] = ["iso19794", "identity_id", "command"];
+pub const TARGETS: [&str; 4] = ["iso19794", "identity_id", "command", "snapshot"];
 
 /// Runs the checks of target `target` on `data`.
 pub fn check(target: &str, data: &[u8]) {
@@ -29,6 +36,7 @@ pub fn check(target: &str, data: &[u8]) {
         "iso19794" => iso19794(data),
         "identity_id" => identity_id(data),
         "command" => command(data),
+        "snapshot" => snapshot(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -180,6 +188,41 @@ pub fn command(data: &[u8]) {
     assert_invariants(&state);
 }
 
+/// The storage keys the snapshot target opens sealed values with (and its seeds are sealed
+/// with): an active key and a retired one.
+fn snapshot_sealer() -> &'static Sealer {
+    static SEALER: OnceLock<Sealer> = OnceLock::new();
+    SEALER.get_or_init(|| Sealer::new((2, [0x5a; 32]), [(1, [0xa5; 32])]))
+}
+
+/// A snapshot file, as a peer sends it in `InstallSnapshot` or a disk gives it back: refused
+/// with an error, or every record is in a state column family, opens with the node's keys,
+/// and the records add up to the digest the file carries; what is accepted encodes back to a
+/// file that decodes to the same records.
+pub fn snapshot(data: &[u8]) {
+    let sealer = snapshot_sealer();
+    let file = match SnapshotFile::decode(data, sealer) {
+        Ok(file) => file,
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
+            return;
+        }
+    };
+    let mut digest = StateDigest::default();
+    for (tag, key, value) in &file.records {
+        let cf = Cf::from_tag(*tag).expect("an accepted record names a column family");
+        assert!(Cf::STATE.contains(&cf), "{cf:?} is not state");
+        let value = sealer
+            .open_record(cf, key, value)
+            .expect("an accepted record opens");
+        digest.add(cf, key, &value);
+    }
+    assert_eq!(digest, file.digest, "accepted records add up to the digest");
+    let again = SnapshotFile::decode(&encode(&file), sealer).expect("a re-encoded file decodes");
+    assert_eq!(again.records, file.records);
+    assert_eq!(again.meta, file.meta);
+}
+
 fn command_ids(command: &Command) -> impl Iterator<Item = &IdentityId> {
     let target = match &command.request.proposal {
         Proposal::ChangeStatus { identity, .. }
@@ -246,7 +289,63 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let forwarded = seed_batches()[0].1[0].request.clone();
     seeds.push(("command", "seed-forwarded-write".into(), encode(&forwarded)));
+    for (name, file) in seed_snapshots() {
+        seeds.push(("snapshot", format!("seed-{name}"), encode(&file)));
+    }
     seeds
+}
+
+/// Snapshot files: an empty state, and a three-node cluster's state with records of every
+/// state column family, sealed under the active and the retired key.
+fn seed_snapshots() -> Vec<(&'static str, SnapshotFile)> {
+    let empty = SnapshotFile {
+        format: SNAPSHOT_FORMAT,
+        meta: SnapshotMeta::default(),
+        digest: StateDigest::default(),
+        records: Vec::new(),
+    };
+    let node = |n: u64| NodeInfo {
+        province: ["ON", "QC", "BC"][n as usize % 3].into(),
+        api_addr: format!("https://10.0.0.{n}:7100"),
+        raft_addr: format!("https://10.0.0.{n}:7200"),
+    };
+    let last = LogId::new(CommittedLeaderId::new(3, 1), 42);
+    let nodes: BTreeMap<u64, NodeInfo> = (1..=3).map(|n| (n, node(n))).collect();
+    let membership = Membership::new(vec![nodes.keys().copied().collect()], nodes);
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(LogId::new(CommittedLeaderId::new(1, 1), 1)), membership),
+        snapshot_id: "3-42-0".into(),
+    };
+    let retired = Sealer::new((1, [0xa5; 32]), []);
+    let id = IdentityId::from_random([7; 10]);
+    let mut history_key = id.as_str().as_bytes().to_vec();
+    history_key.extend_from_slice(&0u64.to_be_bytes());
+    let records: Vec<(Cf, Vec<u8>, Vec<u8>, &Sealer)> = vec![
+        (Cf::Identities, id.as_str().into(), b"identity".to_vec(), snapshot_sealer()),
+        (Cf::Documents, vec![3; 32], id.as_str().into(), &retired),
+        (Cf::Templates, id.as_str().into(), vec![0x46; 64], snapshot_sealer()),
+        (Cf::Requests, b"request-1".to_vec(), b"answer".to_vec(), snapshot_sealer()),
+        (Cf::RequestTimes, [0, 0, 1, 0x8b, 0xcf, 0xe5, 0x68, 0, b'r'].to_vec(), Vec::new(), snapshot_sealer()),
+        (Cf::Registry, b"document_key_id".to_vec(), vec![9; 8], snapshot_sealer()),
+        (Cf::History, history_key, b"enrolled".to_vec(), snapshot_sealer()),
+    ];
+    let mut digest = StateDigest::default();
+    let records = records
+        .into_iter()
+        .map(|(cf, key, value, sealer)| {
+            digest.add(cf, &key, &value);
+            let stored = sealer.seal_record(cf, &key, &value).into_owned();
+            (cf.tag(), key, stored)
+        })
+        .collect();
+    let state = SnapshotFile {
+        format: SNAPSHOT_FORMAT,
+        meta,
+        digest,
+        records,
+    };
+    vec![("empty-state", empty), ("three-nodes", state)]
 }
 
 /// Synthetic records (not real fingerprints): minutiae from a fixed pseudo-random sequence.

@@ -18,38 +18,9 @@ pub mod service;
 pub mod state_machine;
 pub mod store;
 
-use std::io::Cursor;
-
-use serde::{Deserialize, Serialize};
-
-use crate::registry::{Batch, Response};
-
-pub type NodeId = u64;
-
-/// What the cluster knows about a member (openraft's `Node`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub province: String,
-    /// Where clients reach the node's public API, e.g. `http://10.0.0.5:7100`.
-    pub api_addr: String,
-    /// Where peers reach the node's Raft service, e.g. `http://10.0.0.5:7200`.
-    pub raft_addr: String,
-}
-
-openraft::declare_raft_types!(
-    /// quorumid's openraft type configuration.
-    pub TypeConfig:
-        D = Batch,
-        R = Vec<Response>,
-        NodeId = NodeId,
-        Node = NodeInfo,
-        SnapshotData = Cursor<Vec<u8>>,
-);
+pub use quorumid_storage_format::types::{
+    Entry, LogId, Membership, NodeId, NodeInfo, SnapshotMeta, StoredMembership, TypeConfig,
+};
 
 pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
-pub type Membership = openraft::Membership<NodeId, NodeInfo>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;

@@ -4,11 +4,12 @@
 //! - `apply` runs the registry's pure `apply` for each entry over a staged view (database
 //!   plus the batch's own pending writes), then commits the batch's changes, its applied log
 //!   id, membership and digest in one `WriteBatch` (DESIGN.md 5).
-//! - The digest is a multiset hash: the lane-wise sum of SHA-256(column, key, value) over every
-//!   state record, updated as records change. Replicas at the same applied index show the same
+//! - The state digest (`quorumid_storage_format::digest`, a multiset hash of every state
+//!   record) is updated as records change. Replicas at the same applied index show the same
 //!   digest; a snapshot carries it and is refused on install if its records do not add up.
 //! - A snapshot is a consistent RocksDB snapshot of the state column families, encoded into
-//!   one file that is written atomically (temporary file, fsync, rename, fsync directory).
+//!   one file (`quorumid_storage_format::snapshot`) that is written atomically (temporary
+//!   file, fsync, rename, fsync directory).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,12 +21,12 @@ use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use quorumid_storage_format::snapshot::SNAPSHOT_FORMAT;
+use quorumid_storage_format::{SnapshotFile, StateDigest};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
-use super::codec::{decode, encode};
-use super::store::{Cf, Store, StoreError, synced};
+use super::codec::{DecodeError, decode, encode};
+use super::store::{Cf, Store, synced};
 use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::registry::{
     self, Change, DocumentKey, Event, Identity, IdentityId, KeyId, RegistryState, RequestRecord,
@@ -37,7 +38,6 @@ const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const DIGEST: &[u8] = b"digest";
 const DOCUMENT_KEY_ID: &[u8] = b"document_key_id";
-const SNAPSHOT_FORMAT: u32 = 1;
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_state_machine(AnyError::new(&e)).into()
@@ -49,53 +49,6 @@ fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
 
 fn snapshot_err(meta: Option<&SnapshotMeta>, e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
-}
-
-/// Multiset hash of the registry state (see the module comment).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateDigest([u64; 4]);
-
-impl StateDigest {
-    fn item(cf: Cf, key: &[u8], value: &[u8]) -> [u64; 4] {
-        let mut hasher = Sha256::new();
-        hasher.update([cf.tag()]);
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(key);
-        hasher.update(value);
-        let hash = hasher.finalize();
-        let mut lanes = [0u64; 4];
-        for (lane, chunk) in lanes.iter_mut().zip(hash.chunks_exact(8)) {
-            *lane = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
-        }
-        lanes
-    }
-
-    fn add(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
-        for (lane, x) in self.0.iter_mut().zip(Self::item(cf, key, value)) {
-            *lane = lane.wrapping_add(x);
-        }
-    }
-
-    fn remove(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
-        for (lane, x) in self.0.iter_mut().zip(Self::item(cf, key, value)) {
-            *lane = lane.wrapping_sub(x);
-        }
-    }
-}
-
-impl fmt::Display for StateDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for lane in self.0 {
-            write!(f, "{lane:016x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for StateDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StateDigest({self})")
-    }
 }
 
 /// What the state machine records beside the state: the applied log id, the membership it
@@ -111,11 +64,11 @@ impl AppliedMeta {
     /// Reads the three records through `get` (the database, or one of its snapshots).
     fn read(
         get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
-    ) -> Result<AppliedMeta, SnapshotError> {
+    ) -> Result<AppliedMeta, ReadError> {
         fn field<T: serde::de::DeserializeOwned + Default>(
             bytes: Option<Vec<u8>>,
             what: &'static str,
-        ) -> Result<T, SnapshotError> {
+        ) -> Result<T, ReadError> {
             Ok(match bytes {
                 Some(b) => decode(what, &b)?,
                 None => T::default(),
@@ -439,54 +392,15 @@ impl RegistryState for Staged<'_> {
     }
 }
 
-/// What a snapshot file holds.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    format: u32,
-    meta: SnapshotMeta,
-    digest: StateDigest,
-    /// (column family tag, key, value) for every state record.
-    records: Vec<(u8, Vec<u8>, Vec<u8>)>,
-}
-
-impl SnapshotFile {
-    /// Decodes and checks a snapshot: its records (sealed ones opened with `store`'s keys) must
-    /// add up to its digest.
-    fn decode(bytes: &[u8], store: &Store) -> Result<SnapshotFile, SnapshotError> {
-        let file: SnapshotFile = decode("snapshot", bytes)?;
-        if file.format != SNAPSHOT_FORMAT {
-            return Err(SnapshotError::Format(file.format));
-        }
-        let mut digest = StateDigest::default();
-        for (tag, key, value) in &file.records {
-            let cf = Cf::from_tag(*tag)
-                .filter(|cf| Cf::STATE.contains(cf))
-                .ok_or(SnapshotError::Column(*tag))?;
-            digest.add(cf, key, &store.unseal(cf, key, value)?);
-        }
-        if digest != file.digest {
-            return Err(SnapshotError::Digest);
-        }
-        Ok(file)
-    }
-}
-
+/// Why the applied meta, or the state for a snapshot, could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+enum ReadError {
     #[error(transparent)]
-    Decode(#[from] super::codec::DecodeError),
-    #[error("snapshot format {0} is not supported (expected {SNAPSHOT_FORMAT})")]
-    Format(u32),
-    #[error("snapshot names column family tag {0}, which is not part of the state")]
-    Column(u8),
-    #[error("snapshot records do not add up to the digest it carries (corrupt or truncated)")]
-    Digest,
+    Decode(#[from] DecodeError),
+    #[error("reading the state: {0}")]
+    Db(#[from] rocksdb::Error),
     #[error("snapshot file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("reading the state for a snapshot: {0}")]
-    Db(#[from] rocksdb::Error),
-    #[error("snapshot record: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// Where snapshot files live, and which one is current.
@@ -550,9 +464,9 @@ impl StateMachine {
             current: Mutex::new(None),
         };
         if let Ok(bytes) = std::fs::read(files.current_path())
-            && let Ok(file) = decode::<SnapshotFile>("snapshot", &bytes)
+            && let Ok(meta) = SnapshotFile::meta(&bytes)
         {
-            *files.current.lock().expect("fresh lock") = file.meta.last_log_id;
+            *files.current.lock().expect("fresh lock") = meta.last_log_id;
         }
         if let Some(observer) = &observer {
             observer
@@ -671,8 +585,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let started = Instant::now();
         let bytes = snapshot.into_inner();
-        let file =
-            SnapshotFile::decode(&bytes, &self.store).map_err(|e| snapshot_err(Some(meta), e))?;
+        let file = SnapshotFile::decode(&bytes, self.store.sealer())
+            .map_err(|e| snapshot_err(Some(meta), e))?;
         let mut batch = WriteBatch::default();
         // Keys are at most ~100 bytes; this upper bound is past every one of them.
         let past_every_key = [0xffu8; 256];
@@ -713,9 +627,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snapshot_err(None, e)),
         };
-        let file: SnapshotFile = decode("snapshot", &bytes).map_err(|e| snapshot_err(None, e))?;
+        let meta = SnapshotFile::meta(&bytes).map_err(|e| snapshot_err(None, e))?;
         Ok(Some(Snapshot {
-            meta: file.meta,
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
@@ -729,7 +643,7 @@ pub struct SnapshotBuilder {
 }
 
 impl SnapshotBuilder {
-    fn build(&self) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
+    fn build(&self) -> Result<(SnapshotMeta, Vec<u8>), ReadError> {
         let db = self.store.db();
         let view = db.snapshot();
         let meta_cf = self.store.cf(Cf::SmMeta);
@@ -786,106 +700,5 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! Snapshot decoding against bytes an attacker or a broken disk could produce: random
-    //! mutations of a real snapshot are refused with an error, never a panic, and nothing
-    //! that does not add up to its digest is ever accepted. (The cargo-fuzz targets of
-    //! `node/fuzz` cannot reach this code without building RocksDB; this bounded mutation
-    //! run is the snapshot's fuzzing, in the workspace tests.)
-
-    use super::*;
-    use crate::security::at_rest::Sealer;
-    use rand::{Rng, SeedableRng};
-
-    fn snapshot(store: &Store) -> Vec<u8> {
-        let mut digest = StateDigest::default();
-        let mut records = Vec::new();
-        for (cf, key, value) in [
-            (
-                Cf::Identities,
-                b"ID-1".to_vec(),
-                b"identity record".to_vec(),
-            ),
-            (Cf::Templates, b"ID-1".to_vec(), vec![7u8; 300]),
-            (Cf::Documents, vec![3u8; 32], b"ID-1".to_vec()),
-            (
-                Cf::History,
-                b"ID-1\0\0\0\0\0\0\0\0".to_vec(),
-                b"enrolled".to_vec(),
-            ),
-            (Cf::Requests, b"r-1".to_vec(), b"request".to_vec()),
-        ] {
-            digest.add(cf, &key, &value);
-            let stored = store.seal(cf, &key, &value).into_owned();
-            records.push((cf.tag(), key, stored));
-        }
-        encode(&SnapshotFile {
-            format: SNAPSHOT_FORMAT,
-            meta: SnapshotMeta::default(),
-            digest,
-            records,
-        })
-    }
-
-    #[test]
-    fn mutated_snapshots_are_refused_and_never_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db"), Sealer::new((1, [4; 32]), [])).unwrap();
-        let good = snapshot(&store);
-        let file = SnapshotFile::decode(&good, &store).expect("the real snapshot decodes");
-        assert_eq!(file.records.len(), 5);
-        // Another node's storage key cannot open it.
-        let other_dir = tempfile::tempdir().unwrap();
-        let other =
-            Store::open(&other_dir.path().join("db"), Sealer::new((1, [5; 32]), [])).unwrap();
-        assert!(matches!(
-            SnapshotFile::decode(&good, &other),
-            Err(SnapshotError::Store(_))
-        ));
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-        let (mut refused, mut accepted) = (0, 0);
-        for _ in 0..20_000 {
-            let mut bytes = good.clone();
-            match rng.random_range(0..4) {
-                0 => {
-                    let i = rng.random_range(0..bytes.len());
-                    bytes[i] ^= 1 << rng.random_range(0..8);
-                }
-                1 => bytes.truncate(rng.random_range(0..bytes.len())),
-                2 => {
-                    let i = rng.random_range(0..bytes.len());
-                    bytes[i] = rng.random();
-                    let j = rng.random_range(0..bytes.len());
-                    bytes[j] = rng.random();
-                }
-                _ => {
-                    let extra: Vec<u8> =
-                        (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
-                    let at = rng.random_range(0..bytes.len());
-                    bytes.splice(at..at, extra);
-                }
-            }
-            match SnapshotFile::decode(&bytes, &store) {
-                Err(_) => refused += 1,
-                Ok(file) => {
-                    // Whatever is accepted adds up to its digest (decode checked it) and
-                    // holds only state column families.
-                    let mut digest = StateDigest::default();
-                    for (tag, key, value) in &file.records {
-                        let cf = Cf::from_tag(*tag).unwrap();
-                        assert!(Cf::STATE.contains(&cf));
-                        digest.add(cf, key, &store.unseal(cf, key, value).unwrap());
-                    }
-                    assert_eq!(digest, file.digest);
-                    accepted += 1;
-                }
-            }
-        }
-        // Most mutations break the encoding, a seal or the digest.
-        assert!(refused > 15_000, "refused {refused}, accepted {accepted}");
     }
 }

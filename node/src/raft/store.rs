@@ -5,7 +5,7 @@
 //! every earlier write durable too.
 //!
 //! The values of the column families that hold personal data (the log, identities, the
-//! document index and templates) are sealed at rest (`security::at_rest`): [`Store::seal`]
+//! document index and templates) are sealed at rest (`quorumid_storage_format::at_rest`): [`Store::seal`]
 //! before a write, opened by [`Store::get`] and [`Store::unseal`] on the way out. Keys are
 //! never sealed (RocksDB orders and finds by them); none holds a template or a document
 //! number (ids, keyed document hashes, log indexes).
@@ -16,91 +16,8 @@ use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions};
 
-use crate::security::at_rest::{SealError, Sealer};
-
-/// Column families. The `Sm*` ones hold the state machine and are covered by its digest,
-/// except `SmMeta` (applied log id, membership, the digest itself).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Cf {
-    /// Raft log entries, keyed by big-endian index.
-    Log,
-    /// Vote, committed log id, last purged log id.
-    RaftMeta,
-    /// Applied log id, last membership, state digest.
-    SmMeta,
-    /// Identity id -> identity record.
-    Identities,
-    /// Document key -> identity id.
-    Documents,
-    /// Identity id -> templates.
-    Templates,
-    /// Request id -> remembered request.
-    Requests,
-    /// Big-endian proposal time ++ request id -> (): the request window's expiry order.
-    RequestTimes,
-    /// Registry-wide facts (the document key id).
-    Registry,
-    /// Identity id ++ big-endian event number -> history event.
-    History,
-}
-
-impl Cf {
-    /// (New column families go last: a column family's tag is its position here.)
-    pub const ALL: [Cf; 10] = [
-        Cf::Log,
-        Cf::RaftMeta,
-        Cf::SmMeta,
-        Cf::Identities,
-        Cf::Documents,
-        Cf::Templates,
-        Cf::Requests,
-        Cf::RequestTimes,
-        Cf::Registry,
-        Cf::History,
-    ];
-
-    /// The column families that make up the registry state (snapshotted and digested).
-    pub const STATE: [Cf; 7] = [
-        Cf::Identities,
-        Cf::Documents,
-        Cf::Templates,
-        Cf::Requests,
-        Cf::RequestTimes,
-        Cf::Registry,
-        Cf::History,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Cf::Log => "raft_log",
-            Cf::RaftMeta => "raft_meta",
-            Cf::SmMeta => "sm_meta",
-            Cf::Identities => "identities",
-            Cf::Documents => "documents",
-            Cf::Templates => "templates",
-            Cf::Requests => "requests",
-            Cf::RequestTimes => "request_times",
-            Cf::Registry => "registry",
-            Cf::History => "history",
-        }
-    }
-
-    /// A stable one-byte tag, used in snapshots and digests.
-    pub fn tag(self) -> u8 {
-        Cf::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
-    }
-
-    pub fn from_tag(tag: u8) -> Option<Cf> {
-        Cf::ALL.get(tag as usize).copied()
-    }
-
-    /// The column families whose values are sealed at rest.
-    pub const SEALED: [Cf; 4] = [Cf::Log, Cf::Identities, Cf::Documents, Cf::Templates];
-
-    pub fn sealed(self) -> bool {
-        Cf::SEALED.contains(&self)
-    }
-}
+pub use quorumid_storage_format::Cf;
+use quorumid_storage_format::{SealError, Sealer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,15 +31,6 @@ pub enum StoreError {
 pub struct Store {
     db: DB,
     sealer: Sealer,
-}
-
-/// A sealed value's place (its associated data): column family name, a zero, the key.
-fn place(cf: Cf, key: &[u8]) -> Vec<u8> {
-    let mut place = Vec::with_capacity(cf.name().len() + 1 + key.len());
-    place.extend_from_slice(cf.name().as_bytes());
-    place.push(0);
-    place.extend_from_slice(key);
-    place
 }
 
 impl Store {
@@ -152,30 +60,33 @@ impl Store {
         match self.db.get_cf(self.cf(cf), key)? {
             None => Ok(None),
             Some(stored) if !cf.sealed() => Ok(Some(stored)),
-            Some(stored) => self.unseal(cf, key, &stored).map(Some),
+            Some(stored) => self.unseal(cf, key, &stored).map(|v| Some(v.into_owned())),
         }
     }
 
     /// What to write under `key`: `value`, sealed if `cf` is sealed.
     pub fn seal<'v>(&self, cf: Cf, key: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
-        if cf.sealed() {
-            Cow::Owned(self.sealer.seal(&place(cf, key), value))
-        } else {
-            Cow::Borrowed(value)
-        }
+        self.sealer.seal_record(cf, key, value)
     }
 
     /// A value as read from RocksDB (an iterator, a snapshot), opened if `cf` is sealed.
-    pub fn unseal(&self, cf: Cf, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
-        if !cf.sealed() {
-            return Ok(stored.to_vec());
-        }
+    pub fn unseal<'v>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        stored: &'v [u8],
+    ) -> Result<Cow<'v, [u8]>, StoreError> {
         self.sealer
-            .open(&place(cf, key), stored)
+            .open_record(cf, key, stored)
             .map_err(|source| StoreError::Sealed {
                 cf: cf.name(),
                 source,
             })
+    }
+
+    /// The storage keys, for decoding snapshot files.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 }
 

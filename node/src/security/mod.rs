@@ -7,10 +7,10 @@
 //!   layer that attaches the caller to every request.
 //! - `certs`: issuing a cluster CA and caller certificates (`quorumid-node certs`).
 //! - `limits`: per-caller rate limits (token buckets) on the API port.
-//! - `at_rest`: sealing stored values (AES-256-GCM, rotating storage keys).
+//! - Sealing stored values at rest (AES-256-GCM, rotating storage keys) is part of the
+//!   storage format: `quorumid_storage_format::at_rest`.
 //! - `holder`: the holder's device key (Ed25519) and the signed proofs it makes.
 
-pub mod at_rest;
 pub mod caller;
 pub mod certs;
 pub mod holder;
