@@ -6,6 +6,7 @@
 //! - [`detect`]: YuNet, its post-processing and NMS -> [`Face`]s, best first.
 //! - [`align`]: the similarity transform to SFace's landmarks, warped to 112x112.
 //! - [`embed`]: SFace -> a unit-length 128-d [`Embedding`] of model `sface-2021dec`.
+//! - `model`: reading the ONNX files (checked, PRelu rewritten for speed).
 //! - [`prepare`]: OpenCV's resize and border padding, for inputs made by an OpenCV recipe
 //!   (the ORL test set); extraction itself never calls them.
 //!
@@ -18,6 +19,7 @@ pub mod align;
 pub mod decode;
 pub mod detect;
 pub mod embed;
+mod model;
 pub mod prepare;
 
 use std::path::{Path, PathBuf};
@@ -37,9 +39,6 @@ use embed::Embedder;
 pub const YUNET_FILE: &str = "face_detection_yunet_2023mar.onnx";
 /// File name of the SFace recognition model in a models directory.
 pub const SFACE_FILE: &str = "face_recognition_sface_2021dec.onnx";
-
-/// Largest model file read (SFace is 37 MiB).
-const MAX_MODEL_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ExtractError {
@@ -138,35 +137,6 @@ pub struct FaceExtractor {
     limits: Limits,
 }
 
-fn load_onnx(path: &Path) -> Result<InferenceModel, ExtractError> {
-    let invalid = |reason: String| ExtractError::InvalidModel {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ExtractError::ModelMissing {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(invalid(e.to_string())),
-    };
-    if !meta.is_file() || meta.len() > MAX_MODEL_BYTES {
-        return Err(invalid(format!(
-            "not a file of at most {MAX_MODEL_BYTES} bytes"
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
-    // The files record every intermediate shape for one input size (YuNet's: 640x640); they
-    // are dropped so that tract infers them for the size it is given.
-    tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .with_ignore_output_shapes(true)
-        .model_for_read(&mut bytes.as_slice())
-        .map_err(|e| invalid(format!("{e:#}")))
-}
-
 impl FaceExtractor {
     /// Loads [`YUNET_FILE`] and [`SFACE_FILE`] from `dir`, with the default detector
     /// settings and limits.
@@ -186,7 +156,7 @@ impl FaceExtractor {
         config: DetectorConfig,
         limits: Limits,
     ) -> Result<Self, ExtractError> {
-        let detector = Detector::new(load_onnx(yunet)?, config);
+        let detector = Detector::new(model::load(yunet)?, config);
         detector.check().map_err(|e| ExtractError::InvalidModel {
             path: yunet.to_path_buf(),
             reason: format!("{e:#}"),
@@ -195,7 +165,7 @@ impl FaceExtractor {
             path: sface.to_path_buf(),
             reason: format!("{e:#}"),
         };
-        let embedder = Embedder::new(load_onnx(sface)?).map_err(sface_invalid)?;
+        let embedder = Embedder::new(model::load(sface)?).map_err(sface_invalid)?;
         embedder.check().map_err(sface_invalid)?;
         Ok(FaceExtractor {
             detector,
