@@ -3,8 +3,10 @@
 //! SFace's reference points, then `warpAffine` to 112x112, bilinear, black outside the image.
 //!
 //! The arithmetic follows OpenCV's: landmark means and deviations in `f32`, the covariance in
-//! `f64`, the inverse map in `f64` rounded to `f32`, sampling in `f32` (OpenCV 4.11+'s
-//! `warpAffine` kernels), each value rounded half to even.
+//! `f64`, the inverse map in `f64` rounded to `f32`, sampling in `f32` (the `warpAffine`
+//! kernels of OpenCV 5), each value rounded half to even. Checked against opencv-python-headless
+//! 5.0.0 on the 400 ORL images: 876 of the crops' 15 million bytes differ, each by one (the
+//! landmarks themselves differ in their last bits between tract and OpenCV's DNN).
 
 use super::{BgrImage, Face};
 
