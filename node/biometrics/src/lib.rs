@@ -8,11 +8,14 @@
 //! - [`fvc`]: FVC protocol evaluation over a directory of records.
 //! - [`eval`]: EER, FNMR at a given FMR, thresholds for named FMR targets.
 //! - [`face`]: model-tagged face embeddings and their int8 templates.
+//! - [`extract`] (feature `extract`): image -> face embedding, YuNet + SFace run by tract.
 //! - [`gallery`]: exact 1:N search over int8 face templates, for enrollment de-dup.
 //! - [`calibration`]: thresholds and error rates from a labelled set of embeddings.
 
 pub mod calibration;
 pub mod eval;
+#[cfg(feature = "extract")]
+pub mod extract;
 pub mod face;
 pub mod fingerprint;
 pub mod fusion;
