@@ -242,11 +242,15 @@ impl RequestId {
     }
 }
 
-/// A biometric template: a face embedding or an ISO/IEC 19794-2 finger minutiae record.
+/// A biometric template: a face embedding, a face photograph the node embeds, or an ISO/IEC
+/// 19794-2 finger minutiae record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Template {
     /// An embedding and the model that made it (for example `sface-2021dec`).
     Face { model: String, embedding: Vec<f32> },
+    /// A face photograph (PNG, JPEG or PGM, at most 1 MiB): the node extracts its embedding
+    /// (model `sface-2021dec`) and keeps only that.
+    FaceImage { image: Vec<u8> },
     /// An ISO/IEC 19794-2:2005 record, as bytes.
     Finger { record: Vec<u8> },
 }
@@ -258,6 +262,11 @@ impl Template {
                 format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
                 model_id: model.clone(),
                 data: embedding.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+            Template::FaceImage { image } => pb::Template {
+                format: pb::TemplateFormat::FaceImage as i32,
+                model_id: String::new(),
+                data: image.clone(),
             },
             Template::Finger { record } => pb::Template {
                 format: pb::TemplateFormat::Iso1979422005 as i32,

@@ -27,6 +27,8 @@
 //! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
 //! face = 0.393
 //! fingerprint = 0.033
+//! face_models = "/var/lib/quorumid-models" # YuNet + SFace, for face images; or
+//!                                      # QUORUMID_FACE_MODELS
 //!
 //! [tls]                                # mutual TLS on both ports; see security/tls.rs
 //! ca = "/etc/quorumid/tls/ca.pem"
@@ -44,7 +46,7 @@
 //! Environment overrides: `QUORUMID_NODE_ID`, `QUORUMID_PROVINCE`, `QUORUMID_DATA_DIR`,
 //! `QUORUMID_API_ADDR`, `QUORUMID_RAFT_ADDR`, `QUORUMID_BOOTSTRAP`, the two keys, and the
 //! TLS files (`QUORUMID_TLS_CA`, `QUORUMID_TLS_CERT`, `QUORUMID_TLS_KEY`,
-//! `QUORUMID_INSECURE_PLAINTEXT`).
+//! `QUORUMID_INSECURE_PLAINTEXT`), and `QUORUMID_FACE_MODELS`.
 //!
 //! On Kubernetes every pod of a province's StatefulSet reads the same file; what differs per
 //! pod follows from its ordinal (`QUORUMID_POD_INDEX`, from the pod label
@@ -70,7 +72,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::biometrics::Thresholds;
+use crate::biometrics::BiometricsConfig;
 use crate::raft::{NodeId, NodeInfo};
 use crate::reads::ReadSettings;
 use crate::registry::ClusterKeys;
@@ -103,7 +105,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub reads: ReadConfig,
     #[serde(default)]
-    pub biometrics: Thresholds,
+    pub biometrics: BiometricsConfig,
     #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
@@ -319,6 +321,9 @@ impl NodeConfig {
         }
         if let Some(v) = var("QUORUMID_INSECURE_PLAINTEXT") {
             self.tls.insecure_plaintext = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = var("QUORUMID_FACE_MODELS") {
+            self.biometrics.face_models = Some(v.into());
         }
         Ok(())
     }

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use quorumid_biometrics::extract::{SFACE_FILE, YUNET_FILE};
 use quorumid_proto::v1 as pb;
 use quorumid_proto::v1::cluster_client::ClusterClient;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::biometrics::{BiometricsConfig, default_models_dir};
 use crate::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
 use crate::telemetry::TelemetryConfig;
 
@@ -104,7 +106,13 @@ pub fn configs(options: &DevOptions, keys: &KeysConfig) -> Vec<NodeConfig> {
                 keys: keys.clone(),
                 raft: RaftSettings::default(),
                 reads: ReadConfig::default(),
-                biometrics: Default::default(),
+                // Face images work when the models are where `.ci/prereqs` fetched them.
+                biometrics: BiometricsConfig {
+                    face_models: default_models_dir().filter(|dir| {
+                        dir.join(YUNET_FILE).is_file() && dir.join(SFACE_FILE).is_file()
+                    }),
+                    ..BiometricsConfig::default()
+                },
                 tls: Default::default(),
                 limits: Default::default(),
                 // Metrics on base port + 200 + id; no trace export.

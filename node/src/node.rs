@@ -107,6 +107,11 @@ impl Node {
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let log_store = LogStore::new(store.clone());
         let faces = Arc::new(FaceIndex::default());
+        // Before Raft: a node whose face models are missing stops here, saying which file.
+        let biometrics = Arc::new(
+            Biometrics::new(config.biometrics.clone(), faces.clone())
+                .context("loading the face models (biometrics.face_models)")?,
+        );
         let state_machine = StateMachine::open(
             store.clone(),
             &config.data_dir.join("snapshots"),
@@ -140,7 +145,6 @@ impl Node {
             tracing::info!(members = count, "initialised a new cluster");
         }
 
-        let biometrics = Arc::new(Biometrics::new(config.biometrics.clone(), faces));
         let writer = Arc::new(Writer::new(
             config.node_id,
             raft.clone(),

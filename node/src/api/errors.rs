@@ -4,6 +4,9 @@
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
+use quorumid_biometrics::extract::ExtractError;
+
+use crate::biometrics::ImageError;
 use crate::reads::Refusal;
 use crate::registry::{Action, Rejection, StateError, Status as IdStatus};
 use crate::writes::WriteError;
@@ -37,6 +40,30 @@ pub fn leader_hint(message: String, leader_id: Option<u64>, leader_addr: &str) -
         status.metadata_mut().insert(LEADER_ADDR_KEY, addr);
     }
     status
+}
+
+/// A face image in `field` that gave no template.
+pub fn face_image(field: &str, e: ImageError) -> Status {
+    match e {
+        ImageError::NoModels => with_reason(
+            Code::FailedPrecondition,
+            "NO_FACE_MODELS",
+            format!("{field}: {e}"),
+        ),
+        ImageError::Extract(ExtractError::NoFace) => {
+            with_reason(Code::InvalidArgument, "NO_FACE", format!("{field}: {e}"))
+        }
+        ImageError::Extract(
+            ExtractError::EncodedTooLarge { .. }
+            | ExtractError::ImageTooLarge { .. }
+            | ExtractError::Decode(_)
+            | ExtractError::DegenerateFace,
+        ) => invalid(format!("{field}: {e}")),
+        ImageError::Extract(_) | ImageError::Failed(_) => {
+            tracing::error!(error = %e, "face extraction failed");
+            Status::internal(format!("{field}: the node could not extract the face: {e}"))
+        }
+    }
 }
 
 pub fn state(e: StateError) -> Status {

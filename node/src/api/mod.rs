@@ -21,18 +21,20 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::biometrics::Biometrics;
+use crate::biometrics::{Biometrics, MAX_FACE_IMAGE_BYTES};
 use crate::handover::Handover;
 use crate::raft::state_machine::StateReader;
 use crate::raft::{NodeId, Raft};
 use crate::reads::{Freshness, Level};
-use crate::registry::{ClusterKeys, StateError};
+use crate::registry::{ClusterKeys, StateError, Template};
 use crate::telemetry::NodeTelemetry;
 use crate::writes::Writer;
+use validate::TemplateInput;
 
-/// Largest request each public service accepts.
-const MAX_REGISTRY_MESSAGE: usize = 1024 * 1024;
-const MAX_VERIFIER_MESSAGE: usize = 128 * 1024;
+/// Largest request each public service accepts: an enrollment may carry a few face images,
+/// a verification one.
+const MAX_REGISTRY_MESSAGE: usize = 4 * MAX_FACE_IMAGE_BYTES;
+const MAX_VERIFIER_MESSAGE: usize = MAX_FACE_IMAGE_BYTES + 64 * 1024;
 const MAX_CLUSTER_MESSAGE: usize = 64 * 1024;
 const MAX_HOLDER_MESSAGE: usize = 16 * 1024;
 
@@ -88,6 +90,18 @@ impl Context {
                 node_id: self.node_id,
             },
         ))
+    }
+
+    /// A request's template as stored and compared: a face image becomes its embedding.
+    pub async fn template(&self, field: &str, input: TemplateInput) -> Result<Template, Status> {
+        match input {
+            TemplateInput::Ready(template) => Ok(template),
+            TemplateInput::FaceImage(image) => self
+                .biometrics
+                .face_from_image(image)
+                .await
+                .map_err(|e| errors::face_image(field, e)),
+        }
     }
 
     fn healthy(&self) -> bool {

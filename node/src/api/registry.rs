@@ -151,12 +151,15 @@ impl pb::registry_server::Registry for RegistryService {
         };
         let issuer = validate::province("document_issuer", &r.document_issuer)?;
         let number = validate::document_number(&r.document_number)?;
-        let templates = validate::templates(&r.templates)?;
-        for (i, template) in templates.iter().enumerate() {
+        let mut templates = Vec::with_capacity(r.templates.len());
+        for (i, input) in validate::templates(&r.templates)?.into_iter().enumerate() {
+            let field = format!("templates[{i}]");
+            let template = self.ctx.template(&field, input).await?;
             self.ctx
                 .biometrics
-                .check(template)
-                .map_err(|e| errors::invalid(format!("templates[{i}]: {e}")))?;
+                .check(&template)
+                .map_err(|e| errors::invalid(format!("{field}: {e}")))?;
+            templates.push(template);
         }
         let write = WriteRequest {
             request_id,

@@ -7,6 +7,7 @@ use quorumid_proto::v1 as pb;
 use tonic::Status;
 
 use super::errors::invalid;
+use crate::biometrics::MAX_FACE_IMAGE_BYTES;
 use crate::reads::Level;
 use crate::registry::{Authority, IdentityId, Modality, Reason, Scope, Template, TemplateFormat};
 use crate::security::holder;
@@ -108,11 +109,32 @@ pub fn reason(value: i32) -> Result<Reason, Status> {
     })
 }
 
+/// A template as a request carries it: ready to store or compare, or a face photograph the
+/// node first turns into one (`Context::templates`).
+pub enum TemplateInput {
+    Ready(Template),
+    FaceImage(Vec<u8>),
+}
+
 /// One template; `field` names it in errors (`templates[2]`, `probe`).
-pub fn template(field: &str, t: &pb::Template) -> Result<Template, Status> {
+pub fn template(field: &str, t: &pb::Template) -> Result<TemplateInput, Status> {
     let format = match pb::TemplateFormat::try_from(t.format) {
         Ok(pb::TemplateFormat::FaceEmbeddingF32) => TemplateFormat::FaceEmbeddingF32,
         Ok(pb::TemplateFormat::Iso1979422005) => TemplateFormat::Iso19794_2_2005,
+        Ok(pb::TemplateFormat::FaceImage) => {
+            if !t.model_id.is_empty() {
+                return Err(invalid(format!(
+                    "{field}.model_id must be empty for a FACE_IMAGE (the node's model embeds it)"
+                )));
+            }
+            if t.data.is_empty() || t.data.len() > MAX_FACE_IMAGE_BYTES {
+                return Err(invalid(format!(
+                    "{field}.data must be a face image of 1 to {MAX_FACE_IMAGE_BYTES} bytes, got {}",
+                    t.data.len()
+                )));
+            }
+            return Ok(TemplateInput::FaceImage(t.data.clone()));
+        }
         Ok(pb::TemplateFormat::Unspecified) => {
             return Err(invalid(format!("{field}.format is required")));
         }
@@ -130,14 +152,14 @@ pub fn template(field: &str, t: &pb::Template) -> Result<Template, Status> {
             t.data.len()
         )));
     }
-    Ok(Template {
+    Ok(TemplateInput::Ready(Template {
         format,
         model_id,
         data: t.data.clone(),
-    })
+    }))
 }
 
-pub fn templates(list: &[pb::Template]) -> Result<Vec<Template>, Status> {
+pub fn templates(list: &[pb::Template]) -> Result<Vec<TemplateInput>, Status> {
     if list.len() > MAX_TEMPLATES {
         return Err(invalid(format!(
             "at most {MAX_TEMPLATES} templates per identity, got {}",

@@ -73,11 +73,14 @@ impl VerifierService {
         let platform = policy::verify(caller, &r.platform_id)?;
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let probe = r
-            .probe
-            .as_ref()
-            .map(|p| validate::template("probe", p))
-            .transpose()?;
+        let probe = match r.probe.as_ref() {
+            None => None,
+            Some(p) => Some(
+                self.ctx
+                    .template("probe", validate::template("probe", p)?)
+                    .await?,
+            ),
+        };
         let challenge = r
             .holder
             .as_ref()

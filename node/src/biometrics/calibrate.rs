@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use quorumid_biometrics::calibration::{Calibration, Centring, calibrate};
 use quorumid_biometrics::face::ModelId;
 
-use super::Thresholds;
+use super::BiometricsConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct CalibrateOptions {
@@ -77,14 +77,14 @@ pub fn thresholds(
     samples: &Samples,
     fmr: f64,
     dedup_fmr: f64,
-) -> anyhow::Result<(Thresholds, Calibration)> {
+) -> anyhow::Result<(BiometricsConfig, Calibration)> {
     let model = ModelId::new(model, samples[0].1.len())?;
     // The node compares embeddings as they come (it does not centre them), so calibrate the same way.
     let calibration = calibrate(&model, samples, Centring::None, &[fmr, dedup_fmr])?;
-    let thresholds = Thresholds {
+    let thresholds = BiometricsConfig {
         face: calibration.thresholds[0].threshold as f32,
         dedup_face: calibration.thresholds[1].threshold as f32,
-        ..Thresholds::default()
+        ..BiometricsConfig::default()
     };
     Ok((thresholds, calibration))
 }
@@ -139,7 +139,7 @@ pub fn run(options: CalibrateOptions) -> anyhow::Result<()> {
 
 #[derive(serde::Serialize)]
 struct Section {
-    biometrics: Thresholds,
+    biometrics: BiometricsConfig,
 }
 
 #[cfg(test)]
@@ -155,7 +155,7 @@ mod tests {
         let (t, c) = thresholds("sface-2021dec", &samples, 1e-3, 1e-4).unwrap();
         assert_eq!(c.genuine.count, 1_800);
         assert_eq!(c.impostor.count, 78_000);
-        let defaults = Thresholds::default();
+        let defaults = BiometricsConfig::default();
         assert!((t.face - defaults.face).abs() < 0.005, "{}", t.face);
         assert!(
             (t.dedup_face - defaults.dedup_face).abs() < 0.005,

@@ -7,18 +7,30 @@ pub mod calibrate;
 mod index;
 
 pub use index::FaceIndex;
+pub use quorumid_biometrics::extract::default_models_dir;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use quorumid_biometrics::extract::{
+    DetectorConfig, ExtractError, FaceExtractor, Limits, SFACE_FILE, YUNET_FILE,
+};
 use quorumid_biometrics::face::{Embedding, FaceTemplate, ModelId};
 use quorumid_biometrics::fingerprint::FingerRecord;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::registry::{Template, TemplateFormat};
 
-/// Decision thresholds, each calibrated to a false-match rate.
+/// Largest face photograph accepted (encoded bytes).
+pub const MAX_FACE_IMAGE_BYTES: usize = 1024 * 1024;
+
+/// The `[biometrics]` section: decision thresholds, each calibrated to a false-match rate,
+/// and where the face models are.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Thresholds {
+pub struct BiometricsConfig {
     /// Cosine of int8 face templates. Default: FMR 1e-3 on ORL with SFace (BENCHMARKS.md).
     pub face: f32,
     /// MCC score. Default: the highest of the four FVC2002 thresholds for FMR 1e-3.
@@ -26,14 +38,20 @@ pub struct Thresholds {
     /// Cosine above which an enrolling face is taken for an already enrolled person (1:N
     /// de-dup). Default: FMR 1e-4 on ORL, stricter than 1:1 since it is tried against all.
     pub dedup_face: f32,
+    /// A directory with the YuNet and SFace ONNX files (`node/biometrics/models/fetch.sh`),
+    /// for FACE_IMAGE templates; or `QUORUMID_FACE_MODELS`. Without it, the node takes
+    /// embeddings only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_models: Option<PathBuf>,
 }
 
-impl Default for Thresholds {
-    fn default() -> Thresholds {
-        Thresholds {
+impl Default for BiometricsConfig {
+    fn default() -> BiometricsConfig {
+        BiometricsConfig {
             face: 0.393,
             fingerprint: 0.033,
             dedup_face: 0.438,
+            face_models: None,
         }
     }
 }
@@ -47,21 +65,93 @@ pub enum ProbeError {
     NoTemplate(String),
 }
 
-/// Validates templates and matches probes.
+/// Why a face image gave no template.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "this node has no face models configured (biometrics.face_models): send a \
+         FACE_EMBEDDING_F32 template instead"
+    )]
+    NoModels,
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error("face extraction stopped: {0}")]
+    Failed(String),
+}
+
+/// Validates templates, extracts face images, and matches probes.
 pub struct Biometrics {
-    thresholds: Thresholds,
+    thresholds: BiometricsConfig,
     matcher: Matcher,
+    /// YuNet + SFace, if face models are configured.
+    extractor: Option<FaceExtractor>,
+    /// Extractions running at once: one per core, so images cannot starve the node.
+    extracting: Semaphore,
     /// Every enrolled face, kept in step with the applied state by the state machine.
-    pub faces: std::sync::Arc<FaceIndex>,
+    pub faces: Arc<FaceIndex>,
 }
 
 impl Biometrics {
-    pub fn new(thresholds: Thresholds, faces: std::sync::Arc<FaceIndex>) -> Biometrics {
-        Biometrics {
-            thresholds,
+    /// Loads the face models if `config` names them, and refuses to start if they are missing
+    /// or unusable.
+    pub fn new(
+        config: BiometricsConfig,
+        faces: Arc<FaceIndex>,
+    ) -> Result<Biometrics, ExtractError> {
+        let limits = Limits {
+            max_encoded_bytes: MAX_FACE_IMAGE_BYTES,
+            ..Limits::default()
+        };
+        let extractor = match &config.face_models {
+            None => None,
+            Some(dir) => Some(FaceExtractor::load_files(
+                &dir.join(YUNET_FILE),
+                &dir.join(SFACE_FILE),
+                DetectorConfig::default(),
+                limits,
+            )?),
+        };
+        Ok(Biometrics {
+            thresholds: config,
             matcher: Matcher::default(),
+            extractor,
+            extracting: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ),
             faces,
+        })
+    }
+
+    /// The template of a face photograph: the embedding of its best face, as a
+    /// FACE_EMBEDDING_F32 template of the extractor's model. Extraction takes tens of
+    /// milliseconds of CPU; it runs on a blocking thread, one per core at most.
+    pub async fn face_from_image(self: &Arc<Self>, image: Vec<u8>) -> Result<Template, ImageError> {
+        if self.extractor.is_none() {
+            return Err(ImageError::NoModels);
         }
+        let _permit = self
+            .extracting
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.extract_face(&image))
+            .await
+            .map_err(|e| ImageError::Failed(e.to_string()))?
+    }
+
+    fn extract_face(&self, image: &[u8]) -> Result<Template, ImageError> {
+        let extractor = self.extractor.as_ref().ok_or(ImageError::NoModels)?;
+        let embedding = extractor.extract(image)?.embedding;
+        Ok(Template {
+            format: TemplateFormat::FaceEmbeddingF32,
+            model_id: embedding.model().name().to_string(),
+            data: embedding
+                .values()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        })
     }
 
     /// 1:N de-dup: does an enrolling face match any enrolled one?
@@ -187,7 +277,7 @@ mod tests {
 
     #[test]
     fn malformed_templates_are_refused_with_a_reason() {
-        let b = Biometrics::new(Thresholds::default(), Default::default());
+        let b = Biometrics::new(BiometricsConfig::default(), Default::default()).unwrap();
         let odd = Template {
             data: vec![0; 7],
             ..face_template("m", &[1.0])
@@ -210,7 +300,7 @@ mod tests {
 
     #[test]
     fn face_probes_match_their_own_model_only() {
-        let b = Biometrics::new(Thresholds::default(), Default::default());
+        let b = Biometrics::new(BiometricsConfig::default(), Default::default()).unwrap();
         let enrolled = [face_template("sface", &[1.0, 0.1, 0.0])];
         assert!(
             b.matches(&face_template("sface", &[0.9, 0.15, 0.05]), &enrolled)

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use quorumid_node::biometrics::{BiometricsConfig, default_models_dir};
 use quorumid_node::config::{KeysConfig, MemberConfig, NodeConfig, RaftSettings, ReadConfig};
 use quorumid_node::node::Node;
 use quorumid_node::security::certs::CertificateAuthority;
@@ -87,6 +88,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     /// With mutual TLS: the directory of the cluster CA and of every issued certificate.
     pub tls: Option<PathBuf>,
+    /// Where every node loads its face models from, if anywhere.
+    pub face_models: Option<PathBuf>,
 }
 
 async fn free_listener() -> (TcpListener, SocketAddr) {
@@ -112,6 +115,16 @@ impl TestCluster {
             .save(&dir)
             .unwrap();
         cluster.tls = Some(dir);
+        cluster.start_voters(voters).await
+    }
+
+    /// Like [`TestCluster::start`], every node with the face models (FACE_IMAGE templates),
+    /// from where `node/biometrics/models/fetch.sh` put them (`.ci/prereqs` runs it; a node
+    /// refuses to start without them, naming the missing file).
+    pub async fn start_with_face_models(voters: u64, raft: RaftSettings) -> TestCluster {
+        let dir = default_models_dir().expect("QUORUMID_FACE_MODELS or HOME is set");
+        let mut cluster = TestCluster::empty(raft);
+        cluster.face_models = Some(dir);
         cluster.start_voters(voters).await
     }
 
@@ -209,7 +222,10 @@ impl TestCluster {
             keys: keys(),
             raft: self.raft.clone(),
             reads: ReadConfig::default(),
-            biometrics: Default::default(),
+            biometrics: BiometricsConfig {
+                face_models: self.face_models.clone(),
+                ..BiometricsConfig::default()
+            },
             tls,
             limits: Default::default(),
             // Every test node serves /metrics, on a port of its own.
@@ -228,6 +244,7 @@ impl TestCluster {
             configs: BTreeMap::new(),
             nodes: BTreeMap::new(),
             tls: None,
+            face_models: None,
         }
     }
 

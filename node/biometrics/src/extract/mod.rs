@@ -40,6 +40,16 @@ pub const YUNET_FILE: &str = "face_detection_yunet_2023mar.onnx";
 /// File name of the SFace recognition model in a models directory.
 pub const SFACE_FILE: &str = "face_recognition_sface_2021dec.onnx";
 
+/// Where `node/biometrics/models/fetch.sh` puts the models (and the ORL test images):
+/// `$QUORUMID_FACE_MODELS`, or else `$HOME/.cache/quorumid-models`.
+pub fn default_models_dir() -> Option<PathBuf> {
+    std::env::var_os("QUORUMID_FACE_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/quorumid-models"))
+        })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ExtractError {
     #[error("image is {bytes} bytes encoded, over the limit of {limit}")]
