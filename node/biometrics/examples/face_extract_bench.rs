@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use quorumid_biometrics::extract::decode::decode;
 use quorumid_biometrics::extract::prepare::orl_recipe;
-use quorumid_biometrics::extract::{FaceExtractor, Limits};
+use quorumid_biometrics::extract::{FaceExtractor, Limits, default_models_dir};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -35,10 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args
         .next()
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("QUORUMID_FACE_MODELS").map(PathBuf::from))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/quorumid-models"))
-        })
+        .or_else(default_models_dir)
         .ok_or("no models directory")?;
     let rounds: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(1);
 

@@ -15,17 +15,12 @@ use quorumid_biometrics::extract::decode::decode;
 use quorumid_biometrics::extract::prepare::orl_recipe;
 use quorumid_biometrics::extract::{
     BgrImage, DetectorConfig, ExtractError, FaceExtractor, Limits, SFACE_FILE, YUNET_FILE,
-    sface_model,
+    default_models_dir, sface_model,
 };
 use quorumid_biometrics::face::Embedding;
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("QUORUMID_FACE_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/quorumid-models"))
-        })
-        .expect("QUORUMID_FACE_MODELS or HOME set");
+    let dir = default_models_dir().expect("QUORUMID_FACE_MODELS or HOME set");
     for file in [YUNET_FILE, SFACE_FILE, "orl/s40/10.pgm"] {
         assert!(
             dir.join(file).is_file(),
