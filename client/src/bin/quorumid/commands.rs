@@ -122,6 +122,9 @@ pub struct TemplateArgs {
     /// The model that made the face embedding.
     #[arg(long, default_value = "sface-2021dec")]
     pub face_model: String,
+    /// A face photograph (PNG, JPEG or PGM, at most 1 MiB): the node embeds it.
+    #[arg(long, conflicts_with = "face")]
+    pub face_image: Option<PathBuf>,
     /// An ISO/IEC 19794-2:2005 finger minutiae record (repeat for several fingers).
     #[arg(long)]
     pub finger: Vec<PathBuf>,
@@ -132,6 +135,11 @@ impl TemplateArgs {
         let mut templates = Vec::new();
         if let Some(path) = &self.face {
             templates.push(face_template(path, &self.face_model)?);
+        }
+        if let Some(path) = &self.face_image {
+            let image =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            templates.push(Template::FaceImage { image });
         }
         for path in &self.finger {
             templates.push(finger_template(path)?);
@@ -334,7 +342,7 @@ const VERIFY_HEADERS: [&str; 6] = [
 async fn verify(cli: &Cli, client: &Client, out: &Output, args: &VerifyArgs) -> anyhow::Result<()> {
     let probe = args.probe.load()?;
     if probe.len() > 1 {
-        return Err(Usage("give one probe: --face or one --finger".into()).into());
+        return Err(Usage("give one probe: --face, --face-image or one --finger".into()).into());
     }
     let options = VerifyOptions {
         consistency: Some(args.level.consistency()?),
