@@ -8,7 +8,9 @@
 //! - [`fvc`]: FVC protocol evaluation over a directory of records.
 //! - [`eval`]: EER, FNMR at a given FMR, thresholds for named FMR targets.
 //! - [`face`]: model-tagged face embeddings and their int8 templates.
-//! - [`gallery`]: exact 1:N search over int8 face templates, for enrollment de-dup.
+//! - [`gallery`]: 1:N search over int8 face templates, for enrollment de-dup: exact
+//!   ([`gallery::Gallery`]) and an HNSW graph for large galleries ([`gallery::HnswGallery`]).
+//! - [`synthetic`]: synthetic face embeddings fitted to a real set's scores, for scale tests.
 //! - [`calibration`]: thresholds and error rates from a labelled set of embeddings.
 
 pub mod calibration;
@@ -19,3 +21,4 @@ pub mod fusion;
 pub mod fvc;
 pub mod gallery;
 pub mod mcc;
+pub mod synthetic;
