@@ -181,11 +181,11 @@ fn the_graph_search_finds_what_the_exact_one_finds_at_the_measured_rate() {
     assert_eq!(hnsw.len(), 20_000);
     let t = tally(&w, &exact, &hnsw);
     eprintln!("graph search at 20,000: {t:?}");
-    // Measured (deterministic): 4 of 297 duplicates and 6 of 374 matches missed,
-    // recall@10 0.918.
+    // Measured (deterministic): 1 of 297 duplicates and 2 of 366 matches missed,
+    // recall@10 0.925.
     assert!(t.planted_above >= 285, "{t:?}");
-    assert!(t.planted_missed <= 6, "{t:?}");
-    assert!(t.missed <= 10, "{t:?}");
+    assert!(t.planted_missed <= 4, "{t:?}");
+    assert!(t.missed <= 8, "{t:?}");
     assert!(t.recall_at_10 >= 0.9, "{t:?}");
 }
 
@@ -326,4 +326,68 @@ fn searches_run_from_several_threads() {
             });
         }
     });
+}
+
+#[test]
+fn a_written_gallery_reads_back_the_same() {
+    let w = world(3_000, 50, 16);
+    let (_, mut hnsw) = build(&w, graph_params());
+    for key in (0..3_000u64).step_by(7) {
+        hnsw.remove(key);
+    }
+    let mut bytes = Vec::new();
+    hnsw.write_to(&mut bytes).unwrap();
+    let back = HnswGallery::read_from(sface(), &mut bytes.as_slice()).unwrap();
+    assert_eq!(back.len(), hnsw.len());
+    assert_eq!(back.params(), hnsw.params());
+    for probe in w
+        .newcomers
+        .iter()
+        .chain(w.duplicates.iter().map(|(_, t)| t))
+    {
+        assert_eq!(
+            back.nearest(probe, 10).unwrap(),
+            hnsw.nearest(probe, 10).unwrap()
+        );
+    }
+    let other = ModelId::new("arcface", 128).unwrap();
+    assert!(HnswGallery::read_from(other, &mut bytes.as_slice()).is_err());
+    assert!(HnswGallery::read_from(sface(), &mut &bytes[..bytes.len() - 1]).is_err());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(HnswGallery::read_from(sface(), &mut longer.as_slice()).is_err());
+}
+
+#[test]
+fn a_damaged_gallery_file_is_refused_or_searched_without_panic() {
+    let w = world(500, 20, 17);
+    let (_, hnsw) = build(&w, graph_params());
+    let mut bytes = Vec::new();
+    hnsw.write_to(&mut bytes).unwrap();
+    let mut rng = Rng::new(99);
+    let (mut refused, mut read) = (0, 0);
+    for _ in 0..2_000 {
+        let mut damaged = bytes.clone();
+        // Bias half the damage towards the header and the link arrays at the end.
+        let at = match rng.next_u64() % 3 {
+            0 => (rng.next_u64() % 120) as usize,
+            1 => damaged.len() - 1 - (rng.next_u64() % 40_000) as usize,
+            _ => (rng.next_u64() % damaged.len() as u64) as usize,
+        };
+        damaged[at] ^= 1 << (rng.next_u64() % 8);
+        match HnswGallery::read_from(sface(), &mut damaged.as_slice()) {
+            Err(_) => refused += 1,
+            Ok(g) => {
+                read += 1;
+                for probe in &w.newcomers {
+                    g.nearest(probe, 10).unwrap();
+                    g.search(probe, DEDUP_THRESHOLD).unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        refused > 100 && read > 100,
+        "{refused} refused, {read} read"
+    );
 }

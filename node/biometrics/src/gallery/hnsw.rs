@@ -42,6 +42,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
+mod file;
+
 use super::GalleryMatch;
 use super::topk::{Scored, TopK};
 use crate::face::{FaceError, FaceTemplate, ModelId, dot_i8_dispatch};
