@@ -106,6 +106,11 @@ impl Visited {
         }
     }
 
+    #[inline]
+    fn contains(&self, slot: u32) -> bool {
+        self.marks[slot as usize] == self.tag
+    }
+
     /// Marks `slot`; whether it was unmarked.
     #[inline]
     fn insert(&mut self, slot: u32) -> bool {
@@ -420,7 +425,9 @@ impl HnswGallery {
             }
             let links = self.links(c.row, level);
             for &n in links {
-                self.prefetch(n);
+                if !visited.contains(n) {
+                    self.prefetch(n);
+                }
             }
             for &n in links {
                 if !visited.insert(n) {

@@ -188,7 +188,7 @@ impl HnswGallery {
         let mut expected_start = 0;
         for (i, &(start, slot)) in owners.iter().enumerate() {
             let end = owners.get(i + 1).map_or(upper_len, |o| o.0);
-            if start != expected_start || end <= start || (end - start) % width != 0 {
+            if start != expected_start || end <= start || !(end - start).is_multiple_of(width) {
                 return Err(bad("upper links"));
             }
             levels[slot] = (end - start) / width;
