@@ -8,6 +8,9 @@
 //! later in a search. It does not check that the graph is a good one, nor that it holds
 //! what the caller's state holds: the caller keeps that correspondence (for example by
 //! storing the applied log index beside it) and rebuilds when in doubt.
+//!
+//! The stream holds the int8 templates in the clear: biometric data. Whoever writes it to
+//! disk must seal it as it seals the templates in its database.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
