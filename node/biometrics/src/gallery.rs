@@ -13,6 +13,12 @@ use std::collections::HashMap;
 
 use crate::face::{FaceError, FaceTemplate, ModelId, cosine_i8};
 
+pub mod hnsw;
+mod topk;
+
+pub use hnsw::{HnswGallery, HnswParams};
+use topk::TopK;
+
 /// A gallery entry found by a search.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GalleryMatch {
@@ -118,6 +124,18 @@ impl Gallery {
         self.scan(probe, threshold, |m| out.push(m))?;
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
         Ok(out)
+    }
+
+    /// The `k` best-scoring templates whatever their score, best first (ties: the lowest
+    /// row first): the exact answer an approximate index is measured against.
+    pub fn nearest(&self, probe: &FaceTemplate, k: usize) -> Result<Vec<GalleryMatch>, FaceError> {
+        let mut best = TopK::new(k);
+        let mut row = 0u32;
+        self.scan(probe, f32::NEG_INFINITY, |m| {
+            best.offer(m.score, row, m.key);
+            row += 1;
+        })?;
+        Ok(best.into_sorted())
     }
 
     fn scan(

@@ -9,7 +9,9 @@
 //! - [`eval`]: EER, FNMR at a given FMR, thresholds for named FMR targets.
 //! - [`face`]: model-tagged face embeddings and their int8 templates.
 //! - [`extract`] (feature `extract`): image -> face embedding, YuNet + SFace run by tract.
-//! - [`gallery`]: exact 1:N search over int8 face templates, for enrollment de-dup.
+//! - [`gallery`]: 1:N search over int8 face templates, for enrollment de-dup: exact
+//!   ([`gallery::Gallery`]) and an HNSW graph for large galleries ([`gallery::HnswGallery`]).
+//! - [`synthetic`]: synthetic face embeddings fitted to a real set's scores, for scale tests.
 //! - [`calibration`]: thresholds and error rates from a labelled set of embeddings.
 
 pub mod calibration;
@@ -22,3 +24,4 @@ pub mod fusion;
 pub mod fvc;
 pub mod gallery;
 pub mod mcc;
+pub mod synthetic;
