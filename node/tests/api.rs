@@ -147,9 +147,9 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         Code::InvalidArgument,
         "at most 8 templates",
     );
-    // A message past the service's size limit.
+    // A message past the service's size limit (4 MiB: room for a few face photographs).
     let mut huge = enroll_request("huge", "ON", "HUGE1");
-    huge.templates = vec![huge.templates[0].clone(); 3];
+    huge.templates = vec![huge.templates[0].clone(); 8];
     for t in &mut huge.templates {
         t.data = vec![1; 600 * 1024];
     }
