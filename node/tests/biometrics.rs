@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TestCluster, authority, consistency, face_template, reason_of};
+use common::{TestCluster, authority, face_template, reason_of};
 use quorumid_node::config::RaftSettings;
 use quorumid_proto::v1 as pb;
 
@@ -43,18 +43,7 @@ async fn verify_with(
     id: &str,
     probe: pb::Template,
 ) -> Result<pb::VerifyResponse, tonic::Status> {
-    cluster
-        .verifier(2)
-        .await
-        .verify(pb::VerifyRequest {
-            identity_id: id.into(),
-            platform_id: "bank.example".into(),
-            consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
-            probe: Some(probe),
-            holder: None,
-        })
-        .await
-        .map(|r| r.into_inner())
+    cluster.verify_probe(2, id, probe).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

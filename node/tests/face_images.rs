@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TestCluster, consistency, enroll_request, face_template, reason_of};
+use common::{TestCluster, enroll_request, face_template, reason_of};
 use quorumid_biometrics::extract::prepare::orl_recipe;
 use quorumid_biometrics::extract::{BgrImage, default_models_dir};
 use quorumid_node::config::RaftSettings;
@@ -75,18 +75,8 @@ async fn verify(
     id: &str,
     probe: pb::Template,
 ) -> Result<bool, tonic::Status> {
-    let response = cluster
-        .verifier(node)
-        .await
-        .verify(pb::VerifyRequest {
-            identity_id: id.into(),
-            platform_id: "bank.example".into(),
-            consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
-            probe: Some(probe),
-            holder: None,
-        })
-        .await?;
-    Ok(response.into_inner().probe.expect("a probe result").matched)
+    let response = cluster.verify_probe(node, id, probe).await?;
+    Ok(response.probe.expect("a probe result").matched)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -456,6 +456,26 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
+    /// A linearizable `Verify` at node `at` with a biometric probe.
+    pub async fn verify_probe(
+        &self,
+        at: u64,
+        identity: &str,
+        probe: pb::Template,
+    ) -> Result<pb::VerifyResponse, tonic::Status> {
+        self.verifier(at)
+            .await
+            .verify(pb::VerifyRequest {
+                identity_id: identity.into(),
+                platform_id: "test-platform".into(),
+                consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
+                probe: Some(probe),
+                holder: None,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Waits until every running node has applied `index` and all show the same digest;
     /// returns that digest.
     pub async fn converged(&self, index: u64) -> String {
