@@ -73,19 +73,21 @@ impl VerifierService {
         let platform = policy::verify(caller, &r.platform_id)?;
         let id = validate::identity_id("identity_id", &r.identity_id)?;
         let level = validate::consistency(r.consistency.as_ref())?;
-        let probe = match r.probe.as_ref() {
-            None => None,
-            Some(p) => Some(
-                self.ctx
-                    .template("probe", validate::template("probe", p)?)
-                    .await?,
-            ),
-        };
+        let probe = r
+            .probe
+            .as_ref()
+            .map(|p| validate::template("probe", p))
+            .transpose()?;
         let challenge = r
             .holder
             .as_ref()
             .map(validate::holder_challenge)
             .transpose()?;
+        // After every cheap check: a face image takes tens of milliseconds to embed.
+        let probe = match probe {
+            None => None,
+            Some(input) => Some(self.ctx.template("probe", input).await?),
+        };
         let (found, facts) = self
             .ctx
             .read(level, |state| {

@@ -443,17 +443,7 @@ impl TestCluster {
         identity: &str,
         consistency: pb::ReadConsistency,
     ) -> Result<pb::VerifyResponse, tonic::Status> {
-        self.verifier(at)
-            .await
-            .verify(pb::VerifyRequest {
-                identity_id: identity.into(),
-                platform_id: "test-platform".into(),
-                consistency: Some(consistency),
-                probe: None,
-                holder: None,
-            })
-            .await
-            .map(|r| r.into_inner())
+        self.send_verify(at, identity, consistency, None).await
     }
 
     /// A linearizable `Verify` at node `at` with a biometric probe.
@@ -463,13 +453,25 @@ impl TestCluster {
         identity: &str,
         probe: pb::Template,
     ) -> Result<pb::VerifyResponse, tonic::Status> {
+        let linearizable = consistency(pb::ConsistencyLevel::Linearizable, 0, 0);
+        self.send_verify(at, identity, linearizable, Some(probe))
+            .await
+    }
+
+    async fn send_verify(
+        &self,
+        at: u64,
+        identity: &str,
+        consistency: pb::ReadConsistency,
+        probe: Option<pb::Template>,
+    ) -> Result<pb::VerifyResponse, tonic::Status> {
         self.verifier(at)
             .await
             .verify(pb::VerifyRequest {
                 identity_id: identity.into(),
                 platform_id: "test-platform".into(),
-                consistency: Some(consistency(pb::ConsistencyLevel::Linearizable, 0, 0)),
-                probe: Some(probe),
+                consistency: Some(consistency),
+                probe,
                 holder: None,
             })
             .await
