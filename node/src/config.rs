@@ -26,7 +26,7 @@
 //!
 //! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
 //! face = 0.393
-//! fingerprint = 0.033
+//! fingerprint = 0.035
 //! face_models = "/var/lib/quorumid-models" # YuNet + SFace, for face images; or
 //!                                      # QUORUMID_FACE_MODELS
 //!

@@ -49,7 +49,7 @@ impl Default for BiometricsConfig {
     fn default() -> BiometricsConfig {
         BiometricsConfig {
             face: 0.393,
-            fingerprint: 0.033,
+            fingerprint: 0.035,
             dedup_face: 0.438,
             face_models: None,
         }
