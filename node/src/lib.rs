@@ -21,6 +21,8 @@
 //! - [`config`]: the node's TOML configuration and environment overrides.
 //! - [`join`]: at start, resume, initialise (the seed rule) or join as a learner.
 //! - [`handover`]: leadership hand-over (TransferLeader, and on SIGTERM).
+//! - [`leader_watch`]: fast failover: a voter whose leader's process died campaigns as soon
+//!   as every leader lease has run out.
 //! - [`dev`]: `quorumid-node dev`, a local multi-province cluster of child processes.
 
 pub mod api;
@@ -29,6 +31,7 @@ pub mod config;
 pub mod dev;
 pub mod handover;
 pub mod join;
+pub mod leader_watch;
 pub mod node;
 pub mod raft;
 pub mod reads;

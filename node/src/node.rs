@@ -22,6 +22,7 @@ use crate::biometrics::{Biometrics, FaceIndex};
 use crate::config::NodeConfig;
 use crate::handover::{Handover, HandoverError};
 use crate::join::{self, JoinProgress, StartMode};
+use crate::leader_watch::{self, LeaderContact};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Faults, MAX_RAFT_MESSAGE, Network, Peers};
 use crate::raft::service::RaftService;
@@ -198,6 +199,7 @@ impl Node {
             )))
             .layer(authenticated(false))
             .add_routes(routes.routes());
+        let contact = Arc::new(LeaderContact::default());
         let raft_router = Server::builder()
             .trace_fn(server_span(Port::Raft, node_id, province))
             .layer(authenticated(true))
@@ -206,6 +208,7 @@ impl Node {
                     raft.clone(),
                     writer,
                     telemetry.clone(),
+                    contact.clone(),
                 ))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
@@ -268,6 +271,20 @@ impl Node {
             }),
             tokio::spawn(api::report_health(ctx.clone(), health)),
             tokio::spawn(metrics::watch_leader(raft.clone(), telemetry.clone())),
+            tokio::spawn(leader_watch::run(
+                raft.clone(),
+                peers.clone(),
+                contact,
+                leader_watch::Timing {
+                    heartbeat: Duration::from_millis(config.raft.heartbeat_ms),
+                    election_timeout_min: Duration::from_millis(
+                        config.raft.election_timeout_min_ms,
+                    ),
+                    election_timeout_max: Duration::from_millis(
+                        config.raft.election_timeout_max_ms,
+                    ),
+                },
+            )),
         ];
         if let Some(tls) = &tls {
             tasks.push(tokio::spawn(tls.clone().watch_rotation()));

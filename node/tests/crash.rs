@@ -117,32 +117,26 @@ async fn writer(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
-    let dir = tempfile::tempdir().unwrap();
+/// Three `quorumid-node` processes on loopback (not started), configured in `dir`.
+fn three_processes(dir: &std::path::Path, raft: RaftSettings) -> Vec<Process> {
     let mut members = Vec::new();
     let mut configs = Vec::new();
     for id in 1..=3u64 {
         let api = free_port();
-        let raft = free_port();
+        let raft_port = free_port();
         let config = NodeConfig {
             node_id: id,
             province: common::PROVINCES[id as usize - 1].into(),
-            data_dir: dir.path().join(format!("node-{id}")),
+            data_dir: dir.join(format!("node-{id}")),
             api_listen: api,
-            raft_listen: raft,
+            raft_listen: raft_port,
             api_addr: format!("http://{api}"),
-            raft_addr: format!("http://{raft}"),
+            raft_addr: format!("http://{raft_port}"),
             bootstrap: id == 1,
             initial_members: Vec::new(),
             membership: Default::default(),
             keys: keys(),
-            raft: RaftSettings {
-                // Snapshots and purges happen during the test too.
-                snapshot_after_entries: 40,
-                keep_entries_after_snapshot: 5,
-                ..RaftSettings::default()
-            },
+            raft: raft.clone(),
             reads: ReadConfig::default(),
             biometrics: Default::default(),
             tls: Default::default(),
@@ -157,7 +151,7 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
         });
         configs.push(config);
     }
-    let mut processes: Vec<Process> = configs
+    configs
         .into_iter()
         .map(|mut config| {
             config.initial_members = members.clone();
@@ -170,7 +164,21 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
                 child: None,
             }
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut processes = three_processes(
+        dir.path(),
+        RaftSettings {
+            // Snapshots and purges happen during the test too.
+            snapshot_after_entries: 40,
+            keep_entries_after_snapshot: 5,
+            ..RaftSettings::default()
+        },
+    );
     for p in &mut processes {
         p.start();
     }
@@ -297,4 +305,72 @@ async fn acknowledged_writes_survive_sigkill_of_any_node_and_of_all_nodes() {
         },
     )
     .await;
+}
+
+/// The leader's `kill -9` closes its connections; its voters notice at once and one of them
+/// campaigns as soon as every leader lease has run out (`leader_watch.rs`), instead of after
+/// openraft's lease plus a random election timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leaders_voters_campaign_once_the_leases_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut processes = three_processes(dir.path(), RaftSettings::default());
+    for p in &mut processes {
+        p.start();
+    }
+    let addrs: Vec<String> = processes
+        .iter()
+        .map(|p| p.config.api_addr.clone())
+        .collect();
+    let term_of = |addrs: Vec<String>| async move {
+        for addr in &addrs {
+            if let Some(c) = connect(addr).await
+                && let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await
+                && let Some(leader) = s.get_ref().leader_id
+            {
+                return Some((leader, s.get_ref().term));
+            }
+        }
+        None
+    };
+    eventually("a leader", Duration::from_secs(30), || {
+        let addrs = addrs.clone();
+        async move { leader_of(&addrs).await.is_some() }
+    })
+    .await;
+    // Let every voter open its watch on the leader.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (old_leader, old_term) = term_of(addrs.clone()).await.expect("a leader and its term");
+    let victim = old_leader as usize - 1;
+    processes[victim].kill9();
+    let survivors: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, a)| a.clone())
+        .collect();
+    eventually("a new leader", Duration::from_secs(30), || {
+        let survivors = survivors.clone();
+        async move {
+            term_of(survivors)
+                .await
+                .is_some_and(|(leader, _)| leader != old_leader)
+        }
+    })
+    .await;
+    let (_, new_term) = term_of(survivors).await.expect("the new leader's term");
+    assert!(new_term > old_term, "elected in a later term");
+    let campaigned: Vec<u64> = processes
+        .iter()
+        .filter(|p| p.config.node_id != old_leader)
+        .filter(|p| {
+            std::fs::read_to_string(p.config.data_dir.join("node.log"))
+                .unwrap_or_default()
+                .contains("the leader's connection broke")
+        })
+        .map(|p| p.config.node_id)
+        .collect();
+    assert!(
+        !campaigned.is_empty(),
+        "no survivor noticed the leader's death through its watch"
+    );
 }

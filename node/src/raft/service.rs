@@ -7,31 +7,42 @@
 use std::sync::Arc;
 
 use openraft::EntryPayload;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use quorumid_proto::v1::raft_server;
 use quorumid_proto::v1::{
     ElectRequest, ElectResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    WatchLeaderRequest,
 };
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
 use super::{NodeId, Raft, TypeConfig};
+use crate::leader_watch::{self, LeaderContact, LeaderStream};
 use crate::telemetry::NodeTelemetry;
 use crate::telemetry::writes::{ENTRY_TRACES, decode_entry_traces};
-use crate::writes::Writer;
+use crate::writes::{Forwarded, QUEUE, Writer};
 
 pub struct RaftService {
     raft: Raft,
     writer: Arc<Writer>,
     telemetry: Arc<NodeTelemetry>,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, writer: Arc<Writer>, telemetry: Arc<NodeTelemetry>) -> RaftService {
+    pub fn new(
+        raft: Raft,
+        writer: Arc<Writer>,
+        telemetry: Arc<NodeTelemetry>,
+        contact: Arc<LeaderContact>,
+    ) -> RaftService {
         RaftService {
             raft,
             writer,
             telemetry,
+            contact,
         }
     }
 }
@@ -74,7 +85,12 @@ impl raft_server::Raft for RaftService {
                 }
             }
         }
-        answer(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.contact.heard();
+        }
+        answer(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -110,8 +126,23 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let write: crate::registry::Request = payload("forwarded write", request)?;
-        answer(&self.writer.propose(write).await)
+        let writes: Vec<Forwarded> = payload("forwarded writes", request)?;
+        if writes.len() > QUEUE {
+            return Err(Status::invalid_argument(format!(
+                "{} forwarded writes in one call; at most {QUEUE}",
+                writes.len()
+            )));
+        }
+        answer(&self.writer.propose_forwarded(writes).await)
+    }
+
+    type WatchLeaderStream = LeaderStream;
+
+    async fn watch_leader(
+        &self,
+        _request: Request<WatchLeaderRequest>,
+    ) -> Result<Response<LeaderStream>, Status> {
+        leader_watch::serve(&self.raft).map(Response::new)
     }
 
     async fn elect(

@@ -11,7 +11,8 @@
 //!   one file (`quorumid_storage_format::snapshot`) that is written atomically (temporary
 //!   file, fsync, rename, fsync directory).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -231,9 +232,18 @@ fn read_record<T: serde::de::DeserializeOwned>(
 }
 
 /// One apply batch: the database seen through the batch's own pending writes.
+///
+/// The database does not change while a batch is applied (its writes are staged here and
+/// written at the end), so what the batch reads from it is kept too: apply reads a record,
+/// then staging its new value reads the old one again for the digest.
 struct Staged<'a> {
     store: &'a Store,
     pending: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// Values read from the database during this batch (`None`: absent).
+    read: RefCell<HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>>,
+    /// The smallest key of `request_times` in the database, read once per batch: while it is
+    /// past a command's expiry horizon there is nothing to expire, and no scan is needed.
+    first_request_time: RefCell<Option<Option<Vec<u8>>>>,
     batch: WriteBatch,
     digest: StateDigest,
 }
@@ -243,16 +253,41 @@ impl<'a> Staged<'a> {
         Staged {
             store,
             pending: BTreeMap::new(),
+            read: RefCell::new(HashMap::new()),
+            first_request_time: RefCell::new(None),
             batch: WriteBatch::default(),
             digest,
         }
     }
 
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(value) = self.pending.get(&(cf, key.to_vec())) {
+        let place = (cf, key.to_vec());
+        if let Some(value) = self.pending.get(&place) {
             return Ok(value.clone());
         }
-        self.store.get(cf, key).map_err(state_err)
+        if let Some(value) = self.read.borrow().get(&place) {
+            return Ok(value.clone());
+        }
+        let value = self.store.get(cf, key).map_err(state_err)?;
+        self.read.borrow_mut().insert(place, value.clone());
+        Ok(value)
+    }
+
+    /// The smallest key of `request_times` in the database (not counting this batch).
+    fn first_request_time(&self) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(first) = &*self.first_request_time.borrow() {
+            return Ok(first.clone());
+        }
+        let db = self.store.db();
+        let first = match db
+            .iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start)
+            .next()
+        {
+            None => None,
+            Some(item) => Some(item.map_err(state_err)?.0.to_vec()),
+        };
+        *self.first_request_time.borrow_mut() = Some(first.clone());
+        Ok(first)
     }
 
     fn record<T: serde::de::DeserializeOwned>(
@@ -349,9 +384,15 @@ impl RegistryState for Staged<'_> {
     ) -> Result<Vec<(u64, String)>, StateError> {
         let end = before_unix_ms.to_be_bytes();
         let mut keys = Vec::new();
-        // Live keys in the database, skipping those the batch deleted.
+        // Live keys in the database, skipping those the batch deleted; none if even the first
+        // is past the horizon (the usual case: a scan per command would cost an iterator).
         let db = self.store.db();
-        for item in db.iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start) {
+        let none_due = self
+            .first_request_time()?
+            .is_none_or(|first| first.as_slice() >= end.as_slice());
+        let scan = (!none_due)
+            .then(|| db.iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start));
+        for item in scan.into_iter().flatten() {
             let (key, _) = item.map_err(state_err)?;
             if key.as_ref() >= end.as_slice() || keys.len() >= limit {
                 break;

@@ -20,7 +20,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::raft::NodeId;
 
 /// Every gRPC method a node serves. A path not in this list is named `unknown`.
-const METHODS: [&str; 27] = [
+const METHODS: [&str; 28] = [
     "/quorumid.v1.Registry/Enroll",
     "/quorumid.v1.Registry/Revoke",
     "/quorumid.v1.Registry/Suspend",
@@ -42,6 +42,7 @@ const METHODS: [&str; 27] = [
     "/quorumid.v1.Raft/ReadIndex",
     "/quorumid.v1.Raft/Forward",
     "/quorumid.v1.Raft/Elect",
+    "/quorumid.v1.Raft/WatchLeader",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.health.v1.Health/List",

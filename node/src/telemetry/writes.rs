@@ -58,7 +58,8 @@ impl WriteTraces {
     }
 }
 
-fn traceparent(cx: &SpanContext) -> String {
+/// `cx` as a W3C `traceparent` value.
+pub fn traceparent(cx: &SpanContext) -> String {
     format!(
         "00-{}-{}-{:02x}",
         cx.trace_id(),
@@ -67,7 +68,8 @@ fn traceparent(cx: &SpanContext) -> String {
     )
 }
 
-fn parse_traceparent(value: &str) -> Option<SpanContext> {
+/// A W3C `traceparent` value; `None` if malformed.
+pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
     let mut parts = value.split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
