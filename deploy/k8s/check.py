@@ -14,6 +14,9 @@ node's per-province environment is complete, its keys (and retired storage keys,
 set) come from Secrets, and its addresses are https:// and name this StatefulSet's pods under its headless Service; mutual TLS: the
 CA, certificate and key are files of the `quorumid-tls` Secret volume (mounted whole,
 read-only), certificate and key named by {node_id}, and plaintext is never allowed; the
+face models are configured (QUORUMID_FACE_MODELS, or node.toml's face_models when the image's
+variable does not override it) to a directory the pod sees: where the image carries them,
+not hidden by a mount, or on a volume of the operator's; the
 PDB and the Services select exactly this province's pods; the peers Service publishes
 not-ready pods; the NetworkPolicy admits the Raft port from quorumid pods of every
 province and from nothing else.
@@ -37,6 +40,10 @@ TLS_SECRET = "quorumid-tls"
 TLS_ENV = ("QUORUMID_TLS_CA", "QUORUMID_TLS_CERT", "QUORUMID_TLS_KEY")
 # Replaced by the node with its own id in the certificate and key paths.
 NODE_ID_PLACEHOLDER = "{node_id}"
+# Where both images (deploy/build-image.sh, deploy/Dockerfile) carry YuNet and SFace, and what
+# their QUORUMID_FACE_MODELS names.
+IMAGE_FACE_MODELS = "/usr/share/quorumid/models"
+FACE_MODELS_ENV = "QUORUMID_FACE_MODELS"
 
 
 class Overlay:
@@ -305,6 +312,53 @@ def check_tls(o):
     return problems
 
 
+def check_face_models(o):
+    env = o.environment()
+    toml = (node_config(o).get("biometrics") or {}).get("face_models")
+    if FACE_MODELS_ENV in env:
+        value, source = env[FACE_MODELS_ENV], FACE_MODELS_ENV
+    elif toml is not None:
+        value, source = toml, "node.toml [biometrics] face_models"
+        if posixpath.normpath(str(toml)) != IMAGE_FACE_MODELS:
+            return [
+                f"{o.path}: {source} {toml!r} is overridden by the image's {FACE_MODELS_ENV}="
+                f"{IMAGE_FACE_MODELS}: set {FACE_MODELS_ENV} in the container's environment instead"
+            ]
+    else:
+        return [
+            f"{o.path}: the face models are not configured ({FACE_MODELS_ENV} or node.toml "
+            f"[biometrics] face_models; the image carries them at {IMAGE_FACE_MODELS}): the "
+            "node would answer NO_FACE_MODELS to face photographs"
+        ]
+    if not isinstance(value, str) or not value:
+        return [f"{o.path}: {source} must be a literal directory, got {value!r}"]
+    if not posixpath.isabs(value):
+        return [f"{o.path}: {source} {value!r} must be an absolute directory"]
+    # The deepest mount holding the directory hides whatever the image has there.
+    mounts = [m for m in o.container.get("volumeMounts", []) if under(value, m["mountPath"])]
+    if mounts:
+        mount = max(mounts, key=lambda m: len(m["mountPath"]))
+        spec = o.sts["spec"]
+        volumes = {v["name"]: v for v in spec["template"]["spec"].get("volumes", [])}
+        claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+        volume = volumes.get(mount["name"], {})
+        # Volumes that start empty or hold configuration: never the models (a ConfigMap or
+        # Secret holds at most 1 MiB; SFace is 37 MiB).
+        if mount["name"] in claims or {"configMap", "secret", "emptyDir", "projected", "downwardAPI"} & set(volume):
+            return [
+                f"{o.path}: {source} {value!r} is under the mount {mount['mountPath']} (volume "
+                f"{mount['name']}), which hides the image's models and does not carry them; the "
+                f"image has them at {IMAGE_FACE_MODELS}"
+            ]
+        return []  # a volume the operator provides the models on
+    if posixpath.normpath(value) != IMAGE_FACE_MODELS:
+        return [
+            f"{o.path}: {source} {value!r} is not where the image carries the face models "
+            f"({IMAGE_FACE_MODELS})"
+        ]
+    return []
+
+
 def check_selectors(o):
     labels = o.pod_labels
     problems = []
@@ -446,7 +500,14 @@ def check_across(overlays):
 def run_checks(overlays):
     problems = []
     for o in overlays:
-        for check in (check_probes, check_volumes, check_environment, check_tls, check_selectors):
+        for check in (
+            check_probes,
+            check_volumes,
+            check_environment,
+            check_tls,
+            check_face_models,
+            check_selectors,
+        ):
             try:
                 problems += check(o)
             except (CheckError, KeyError, StopIteration, TypeError) as e:
@@ -590,6 +651,22 @@ def breakages():
             if volume["name"] == "tls":
                 volume["secret"]["secretName"] = "some-tls"
 
+    def no_face_models(os_):
+        node(os_)["env"] = [v for v in node(os_)["env"] if v["name"] != "QUORUMID_FACE_MODELS"]
+
+    def face_models_on_data_volume(os_):
+        env_var(os_, "QUORUMID_FACE_MODELS")["value"] = "/var/lib/quorumid/models"
+
+    def face_models_not_in_image(os_):
+        env_var(os_, "QUORUMID_FACE_MODELS")["value"] = "/opt/models"
+
+    def face_models_relative(os_):
+        env_var(os_, "QUORUMID_FACE_MODELS")["value"] = "models"
+
+    def face_models_in_toml_only(os_):
+        no_face_models(os_)
+        config_data(os_)["node.toml"] += '\n[biometrics]\nface_models = "/opt/models"\n'
+
     def missing_province(os_):
         del cm_env(os_)["QUORUMID_PROVINCE"]
 
@@ -659,6 +736,13 @@ def breakages():
         ("TLS Secret mounted by subPath", tls_sub_path, "subPath"),
         ("TLS Secret mounted writable", tls_writable, "must be mounted readOnly"),
         ("TLS volume from another Secret", tls_other_secret, "no volume of the Secret"),
+        ("face models not configured", no_face_models, "face models are not configured"),
+        ("face models on the data volume", face_models_on_data_volume, "hides the image's models"),
+        ("face models where the image has none", face_models_not_in_image,
+         "is not where the image carries the face models"),
+        ("face models at a relative path", face_models_relative, "must be an absolute directory"),
+        ("face models in node.toml, overridden by the image", face_models_in_toml_only,
+         "is overridden by the image's QUORUMID_FACE_MODELS"),
         ("province missing", missing_province, "lacks QUORUMID_PROVINCE"),
         ("PDB selecting nothing", pdb_selector, "does not select the pods"),
         ("Service selecting nothing", service_selector, "its selector does not match the pods"),
