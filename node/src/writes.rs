@@ -7,10 +7,6 @@
 //! `request_id` with its first result. Enrollments with a face are searched against every
 //! enrolled face first (1:N de-dup), one at a time.
 //!
-//! Forwarding is batched too: a follower sends the writes it received to the leader in one
-//! `Forward` call per batch (at most `FORWARDS_IN_FLIGHT` calls out at a time; writes that
-//! arrive meanwhile go in the next call), each with its own trace context and its own answer.
-//!
 //! Group commit: openraft 0.9 appends (and fsyncs) one log entry per proposal, one after the
 //! other. The leader therefore proposes batches: one log entry is in flight at a time
 //! (`MAX_IN_FLIGHT`), and the commands that arrive meanwhile wait and go out together as the
@@ -38,8 +34,6 @@ use crate::registry::{
     Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, TemplateFormat,
 };
 use crate::telemetry::NodeTelemetry;
-use crate::telemetry::propagation;
-use crate::telemetry::writes::{parse_traceparent, traceparent};
 
 /// How long a step of a write may take: forwarding it, or confirming leadership before the
 /// de-dup search (a commit needs a quorum's fsync).
@@ -51,20 +45,8 @@ const MAX_IN_FLIGHT: usize = 1;
 /// A batch takes more commands while its templates add up to less than this (a single
 /// command may be larger). 64 entries of this size fit a Raft message.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
-/// Commands waiting for a batch, at most; further writes wait to be queued. Also the most
-/// writes one `Forward` call may carry.
-pub const QUEUE: usize = 4_096;
-/// `Forward` calls from this node to the leader in flight, at most. Two keep the link busy
-/// while the leader commits the previous batch, and let writes gather meanwhile.
-const FORWARDS_IN_FLIGHT: usize = 2;
-
-/// A write as one node forwards it to the leader, with the trace it belongs to (a W3C
-/// `traceparent`), if that trace is recorded.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Forwarded {
-    pub request: Request,
-    pub traceparent: Option<String>,
-}
+/// Commands waiting for a batch, at most; further writes wait to be queued.
+const QUEUE: usize = 4_096;
 
 /// Why a write got no result. Every case is safe to retry with the same `request_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -101,6 +83,7 @@ impl From<ForwardToLeader<NodeId, crate::raft::NodeInfo>> for WriteError {
 pub struct Writer {
     node_id: NodeId,
     raft: Raft,
+    peers: Arc<Peers>,
     biometrics: Arc<Biometrics>,
     state: StateReader,
     telemetry: Arc<NodeTelemetry>,
@@ -109,14 +92,6 @@ pub struct Writer {
     enrolling: tokio::sync::Mutex<()>,
     /// Completed commands on their way into the next batch.
     queue: mpsc::Sender<Queued>,
-    /// Writes on their way to the leader in the next `Forward` call.
-    forwards: mpsc::Sender<ToForward>,
-}
-
-/// A write waiting for a `Forward` call, and where its answer goes.
-struct ToForward {
-    forwarded: Forwarded,
-    reply: oneshot::Sender<Result<Response, WriteError>>,
 }
 
 /// A command waiting for a batch, and where its answer goes.
@@ -136,17 +111,15 @@ impl Writer {
     ) -> Writer {
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(propose_batches(raft.clone(), queued));
-        let (forwards, to_forward) = mpsc::channel(QUEUE);
-        tokio::spawn(forward_batches(raft.clone(), peers, to_forward));
         Writer {
             node_id,
             raft,
+            peers,
             biometrics,
             state,
             telemetry,
             enrolling: tokio::sync::Mutex::new(()),
             queue,
-            forwards,
         }
     }
 
@@ -155,28 +128,8 @@ impl Writer {
         match self.raft.current_leader().await {
             None => Err(WriteError::NoLeader),
             Some(leader) if leader == self.node_id => self.propose(request).await,
-            Some(_) => self.forward(request).await,
+            Some(leader) => self.forward(leader, request).await,
         }
-    }
-
-    /// Leader only: proposes writes forwarded by another node (one `Forward` call), each
-    /// under its own trace, and answers each. The answers come in the requests' order.
-    pub async fn propose_forwarded(
-        &self,
-        writes: Vec<Forwarded>,
-    ) -> Vec<Result<Response, WriteError>> {
-        let proposals = writes.into_iter().map(|write| {
-            let span = match write.traceparent.as_deref().and_then(parse_traceparent) {
-                Some(cx) => {
-                    let span = tracing::info_span!("forwarded write");
-                    propagation::set_parent(&span, &cx);
-                    span
-                }
-                None => tracing::Span::current(),
-            };
-            self.propose(write.request).instrument(span)
-        });
-        futures::future::join_all(proposals).await
     }
 
     /// Leader only: completes `request` into a command and proposes it. An enrollment
@@ -268,110 +221,36 @@ impl Writer {
         Ok(response)
     }
 
-    /// Hands `request` to the forwarding batcher and waits for the leader's answer.
-    async fn forward(&self, request: Request) -> Result<Response, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        let forwarded = Forwarded {
-            request,
-            traceparent: propagation::current_sampled().map(|cx| traceparent(&cx)),
+    async fn forward(&self, leader: NodeId, request: Request) -> Result<Response, WriteError> {
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned();
+        let Some(node) = node else {
+            return Err(WriteError::NoLeader);
         };
-        self.forwards
-            .send(ToForward { forwarded, reply })
-            .await
-            .map_err(|_| WriteError::ShuttingDown)?;
-        answer.await.map_err(|_| WriteError::ShuttingDown)?
-    }
-}
-
-/// The follower's forwarding batcher (see the module comment): runs until the writer is
-/// dropped.
-async fn forward_batches(raft: Raft, peers: Arc<Peers>, mut queued: mpsc::Receiver<ToForward>) {
-    let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT));
-    while let Some(first) = queued.recv().await {
-        let Ok(slot) = in_flight.clone().acquire_owned().await else {
-            return;
+        let unreachable = |reason: String| WriteError::LeaderUnreachable {
+            leader_id: leader,
+            leader_api_addr: node.api_addr.clone(),
+            reason,
         };
-        let mut bytes = command_bytes(&first.forwarded.request);
-        let mut batch = vec![first];
-        while bytes < MAX_BATCH_BYTES && batch.len() < QUEUE {
-            let Ok(next) = queued.try_recv() else { break };
-            bytes += command_bytes(&next.forwarded.request);
-            batch.push(next);
-        }
-        let (raft, peers) = (raft.clone(), peers.clone());
-        tokio::spawn(async move {
-            let (writes, replies): (Vec<Forwarded>, Vec<_>) =
-                batch.into_iter().map(|f| (f.forwarded, f.reply)).unzip();
-            // The call joins the trace of the first traced write; each write's proposal on
-            // the leader joins its own.
-            let span = tracing::info_span!("forward batch", writes = writes.len());
-            if let Some(cx) = writes
-                .iter()
-                .find_map(|w| w.traceparent.as_deref().and_then(parse_traceparent))
-            {
-                propagation::set_parent(&span, &cx);
-            }
-            let count = writes.len();
-            let answers = match forward_to_leader(&raft, &peers, writes)
-                .instrument(span)
-                .await
-            {
-                Ok(answers) => answers,
-                Err(error) => vec![Err(error); count],
-            };
-            drop(slot);
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
-            }
-        });
-    }
-}
-
-/// One `Forward` call: `writes` to the current leader, and its answer to each.
-async fn forward_to_leader(
-    raft: &Raft,
-    peers: &Peers,
-    writes: Vec<Forwarded>,
-) -> Result<Vec<Result<Response, WriteError>>, WriteError> {
-    let metrics = raft.metrics().borrow().clone();
-    let Some(leader) = metrics.current_leader else {
-        return Err(WriteError::NoLeader);
-    };
-    if leader == metrics.id {
-        // This node was elected while the writes waited: the client retries here.
-        return Err(WriteError::LeaderChanged {
-            leader_id: Some(leader),
-            leader_api_addr: String::new(),
-        });
-    }
-    let Some(node) = metrics.membership_config.membership().get_node(&leader) else {
-        return Err(WriteError::NoLeader);
-    };
-    let unreachable = |reason: String| WriteError::LeaderUnreachable {
-        leader_id: leader,
-        leader_api_addr: node.api_addr.clone(),
-        reason,
-    };
-    let mut client = peers
-        .client(leader, &node.raft_addr)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let count = writes.len();
-    let payload = RaftPayload {
-        payload: encode(&writes),
-    };
-    let answer = call_peer("Forward", leader, WRITE_TIMEOUT, client.forward(payload))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let answers: Vec<Result<Response, WriteError>> =
-        decode("forwarded writes' answers", &answer.payload)
+        let mut client = self
+            .peers
+            .client(leader, &node.raft_addr)
             .map_err(|e| unreachable(e.to_string()))?;
-    if answers.len() != count {
-        return Err(unreachable(format!(
-            "the leader answered {} of {count} forwarded writes",
-            answers.len()
-        )));
+        let payload = RaftPayload {
+            payload: encode(&request),
+        };
+        let answer = call_peer("Forward", leader, WRITE_TIMEOUT, client.forward(payload))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        decode::<Result<Response, WriteError>>("forwarded write answer", &answer.payload)
+            .map_err(|e| unreachable(e.to_string()))?
     }
-    Ok(answers)
 }
 
 /// The leader's batcher (see the module comment): runs until the writer is dropped.
@@ -382,11 +261,11 @@ async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued>) {
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = command_bytes(&first.command.request);
+        let mut bytes = command_bytes(&first.command);
         let mut batch = vec![first];
         while bytes < MAX_BATCH_BYTES {
             let Ok(next) = queued.try_recv() else { break };
-            bytes += command_bytes(&next.command.request);
+            bytes += command_bytes(&next.command);
             batch.push(next);
         }
         let raft = raft.clone();
@@ -422,8 +301,8 @@ pub fn unix_ms_now() -> u64 {
 }
 
 /// The size that counts towards `MAX_BATCH_BYTES`: the templates, plus a bound on the rest.
-fn command_bytes(request: &Request) -> usize {
-    let templates = match &request.proposal {
+fn command_bytes(command: &Command) -> usize {
+    let templates = match &command.request.proposal {
         Proposal::Enroll { templates, .. } => templates.iter().map(|t| t.data.len()).sum(),
         _ => 0,
     };

@@ -22,7 +22,7 @@ use super::{NodeId, Raft, TypeConfig};
 use crate::leader_watch::{self, LeaderContact, LeaderStream};
 use crate::telemetry::NodeTelemetry;
 use crate::telemetry::writes::{ENTRY_TRACES, decode_entry_traces};
-use crate::writes::{Forwarded, QUEUE, Writer};
+use crate::writes::Writer;
 
 pub struct RaftService {
     raft: Raft,
@@ -126,14 +126,8 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let writes: Vec<Forwarded> = payload("forwarded writes", request)?;
-        if writes.len() > QUEUE {
-            return Err(Status::invalid_argument(format!(
-                "{} forwarded writes in one call; at most {QUEUE}",
-                writes.len()
-            )));
-        }
-        answer(&self.writer.propose_forwarded(writes).await)
+        let write: crate::registry::Request = payload("forwarded write", request)?;
+        answer(&self.writer.propose(write).await)
     }
 
     type WatchLeaderStream = LeaderStream;

@@ -231,6 +231,9 @@ fn read_record<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A record's place: its column family and key.
+type Place = (Cf, Vec<u8>);
+
 /// One apply batch: the database seen through the batch's own pending writes.
 ///
 /// The database does not change while a batch is applied (its writes are staged here and
@@ -238,9 +241,9 @@ fn read_record<T: serde::de::DeserializeOwned>(
 /// then staging its new value reads the old one again for the digest.
 struct Staged<'a> {
     store: &'a Store,
-    pending: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    pending: BTreeMap<Place, Option<Vec<u8>>>,
     /// Values read from the database during this batch (`None`: absent).
-    read: RefCell<HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>>,
+    read: RefCell<HashMap<Place, Option<Vec<u8>>>>,
     /// The smallest key of `request_times` in the database, read once per batch: while it is
     /// past a command's expiry horizon there is nothing to expire, and no scan is needed.
     first_request_time: RefCell<Option<Option<Vec<u8>>>>,

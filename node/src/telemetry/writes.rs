@@ -58,8 +58,7 @@ impl WriteTraces {
     }
 }
 
-/// `cx` as a W3C `traceparent` value.
-pub fn traceparent(cx: &SpanContext) -> String {
+fn traceparent(cx: &SpanContext) -> String {
     format!(
         "00-{}-{}-{:02x}",
         cx.trace_id(),
@@ -68,8 +67,7 @@ pub fn traceparent(cx: &SpanContext) -> String {
     )
 }
 
-/// A W3C `traceparent` value; `None` if malformed.
-pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
+fn parse_traceparent(value: &str) -> Option<SpanContext> {
     let mut parts = value.split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
