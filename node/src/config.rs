@@ -193,9 +193,14 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> RaftSettings {
         RaftSettings {
+            // openraft 0.9 lets a follower campaign only after `election_timeout_max` (its
+            // leader lease) plus a random election timeout without hearing from the leader: a
+            // stall must last 900 ms before it costs an election. A leader whose process dies
+            // is replaced about `election_timeout_max` after its last heartbeat
+            // (`leader_watch.rs`); a leader cut off by the network in 0.9-1.2 s.
             heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
         }

@@ -3,8 +3,8 @@
 //! openraft 0.9.25 lets a follower campaign only once `election_timeout_max` (its *leader
 //! lease*) plus a random election timeout have passed since the leader last reached it, and a
 //! voter refuses every vote while its own lease runs (`Engine::handle_vote_req`). With the
-//! default timings (heartbeat 100 ms, election timeout 400–800 ms) a crashed leader is replaced
-//! 1.2–1.6 s after its last heartbeat.
+//! default timings (heartbeat 100 ms, election timeout 300–600 ms) a crashed leader would be
+//! replaced 0.9–1.2 s after its last heartbeat.
 //!
 //! A process that dies is noticed far sooner: the kernel closes its connections. So each
 //! voter that follows a leader holds one `Raft.WatchLeader` stream open to it (the stream
