@@ -28,6 +28,7 @@ use std::time::Duration;
 use futures::Stream;
 use openraft::ServerState;
 use quorumid_proto::v1::{WatchLeaderEvent, WatchLeaderRequest};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -56,8 +57,9 @@ impl LeaderContact {
 }
 
 /// The leader's side of `WatchLeader`: a stream that stays open, silent, while this node
-/// leads, and ends when it stops.
-pub fn serve(raft: &Raft) -> Result<LeaderStream, Status> {
+/// leads, and ends when it stops leading or the node begins to stop (`stopping`; an open
+/// stream would otherwise keep its connection, and the node's storage, alive past shutdown).
+pub fn serve(raft: &Raft, mut stopping: watch::Receiver<bool>) -> Result<LeaderStream, Status> {
     let mut metrics = raft.metrics();
     if metrics.borrow().state != ServerState::Leader {
         return Err(Status::failed_precondition(
@@ -65,7 +67,10 @@ pub fn serve(raft: &Raft) -> Result<LeaderStream, Status> {
         ));
     }
     let ended = async move {
-        let _ = metrics.wait_for(|m| m.state != ServerState::Leader).await;
+        tokio::select! {
+            _ = metrics.wait_for(|m| m.state != ServerState::Leader) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
     };
     Ok(Box::pin(futures::StreamExt::filter_map(
         futures::stream::once(ended),

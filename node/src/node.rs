@@ -209,6 +209,7 @@ impl Node {
                     writer,
                     telemetry.clone(),
                     contact.clone(),
+                    stopped.clone(),
                 ))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),

@@ -15,6 +15,7 @@ use quorumid_proto::v1::{
     ElectRequest, ElectResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
     WatchLeaderRequest,
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
@@ -29,6 +30,8 @@ pub struct RaftService {
     writer: Arc<Writer>,
     telemetry: Arc<NodeTelemetry>,
     contact: Arc<LeaderContact>,
+    /// Turns true when the node begins to stop: open `WatchLeader` streams end then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl RaftService {
@@ -37,12 +40,14 @@ impl RaftService {
         writer: Arc<Writer>,
         telemetry: Arc<NodeTelemetry>,
         contact: Arc<LeaderContact>,
+        stopping: watch::Receiver<bool>,
     ) -> RaftService {
         RaftService {
             raft,
             writer,
             telemetry,
             contact,
+            stopping,
         }
     }
 }
@@ -136,7 +141,7 @@ impl raft_server::Raft for RaftService {
         &self,
         _request: Request<WatchLeaderRequest>,
     ) -> Result<Response<LeaderStream>, Status> {
-        leader_watch::serve(&self.raft).map(Response::new)
+        leader_watch::serve(&self.raft, self.stopping.clone()).map(Response::new)
     }
 
     async fn elect(
