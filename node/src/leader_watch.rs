@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::config::RaftSettings;
 use crate::raft::network::Peers;
 use crate::raft::{NodeId, Raft};
 
@@ -84,6 +85,16 @@ pub struct Timing {
     pub heartbeat: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
+}
+
+impl From<&RaftSettings> for Timing {
+    fn from(raft: &RaftSettings) -> Timing {
+        Timing {
+            heartbeat: Duration::from_millis(raft.heartbeat_ms),
+            election_timeout_min: Duration::from_millis(raft.election_timeout_min_ms),
+            election_timeout_max: Duration::from_millis(raft.election_timeout_max_ms),
+        }
+    }
 }
 
 impl Timing {

@@ -276,15 +276,7 @@ impl Node {
                 raft.clone(),
                 peers.clone(),
                 contact,
-                leader_watch::Timing {
-                    heartbeat: Duration::from_millis(config.raft.heartbeat_ms),
-                    election_timeout_min: Duration::from_millis(
-                        config.raft.election_timeout_min_ms,
-                    ),
-                    election_timeout_max: Duration::from_millis(
-                        config.raft.election_timeout_max_ms,
-                    ),
-                },
+                leader_watch::Timing::from(&config.raft),
             )),
         ];
         if let Some(tls) = &tls {

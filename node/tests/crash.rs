@@ -72,16 +72,21 @@ async fn connect(addr: &str) -> Option<Channel> {
         .ok()
 }
 
-async fn leader_of(addrs: &[String]) -> Option<u64> {
+/// The leader and its term, as the first node of `addrs` that knows a leader reports them.
+async fn leader_and_term(addrs: &[String]) -> Option<(u64, u64)> {
     for addr in addrs {
         if let Some(c) = connect(addr).await
             && let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await
-            && let Some(l) = s.into_inner().leader_id
+            && let Some(leader) = s.get_ref().leader_id
         {
-            return Some(l);
+            return Some((leader, s.get_ref().term));
         }
     }
     None
+}
+
+async fn leader_of(addrs: &[String]) -> Option<u64> {
+    leader_and_term(addrs).await.map(|(leader, _)| leader)
 }
 
 /// One writer: enrolls its own documents, retrying each request id on other nodes until
@@ -321,17 +326,6 @@ async fn a_killed_leaders_voters_campaign_once_the_leases_run_out() {
         .iter()
         .map(|p| p.config.api_addr.clone())
         .collect();
-    let term_of = |addrs: Vec<String>| async move {
-        for addr in &addrs {
-            if let Some(c) = connect(addr).await
-                && let Ok(s) = ClusterClient::new(c).status(pb::StatusRequest {}).await
-                && let Some(leader) = s.get_ref().leader_id
-            {
-                return Some((leader, s.get_ref().term));
-            }
-        }
-        None
-    };
     eventually("a leader", Duration::from_secs(30), || {
         let addrs = addrs.clone();
         async move { leader_of(&addrs).await.is_some() }
@@ -339,7 +333,9 @@ async fn a_killed_leaders_voters_campaign_once_the_leases_run_out() {
     .await;
     // Let every voter open its watch on the leader.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (old_leader, old_term) = term_of(addrs.clone()).await.expect("a leader and its term");
+    let (old_leader, old_term) = leader_and_term(&addrs)
+        .await
+        .expect("a leader and its term");
     let victim = old_leader as usize - 1;
     processes[victim].kill9();
     let survivors: Vec<String> = addrs
@@ -351,13 +347,15 @@ async fn a_killed_leaders_voters_campaign_once_the_leases_run_out() {
     eventually("a new leader", Duration::from_secs(30), || {
         let survivors = survivors.clone();
         async move {
-            term_of(survivors)
+            leader_and_term(&survivors)
                 .await
                 .is_some_and(|(leader, _)| leader != old_leader)
         }
     })
     .await;
-    let (_, new_term) = term_of(survivors).await.expect("the new leader's term");
+    let (_, new_term) = leader_and_term(&survivors)
+        .await
+        .expect("the new leader's term");
     assert!(new_term > old_term, "elected in a later term");
     let campaigned: Vec<u64> = processes
         .iter()

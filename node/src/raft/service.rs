@@ -91,7 +91,9 @@ impl raft_server::Raft for RaftService {
             }
         }
         let result = self.raft.append_entries(rpc).await;
-        if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+        // Any answer but "your vote is stale" means a current leader reached this node.
+        if let Ok(response) = &result
+            && !matches!(response, AppendEntriesResponse::HigherVote(_))
         {
             self.contact.heard();
         }

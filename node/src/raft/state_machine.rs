@@ -11,7 +11,7 @@
 //!   one file (`quorumid_storage_format::snapshot`) that is written atomically (temporary
 //!   file, fsync, rename, fsync directory).
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Cursor;
@@ -246,7 +246,7 @@ struct Staged<'a> {
     read: RefCell<HashMap<Place, Option<Vec<u8>>>>,
     /// The smallest key of `request_times` in the database, read once per batch: while it is
     /// past a command's expiry horizon there is nothing to expire, and no scan is needed.
-    first_request_time: RefCell<Option<Option<Vec<u8>>>>,
+    first_request_time: OnceCell<Option<Vec<u8>>>,
     batch: WriteBatch,
     digest: StateDigest,
 }
@@ -257,7 +257,7 @@ impl<'a> Staged<'a> {
             store,
             pending: BTreeMap::new(),
             read: RefCell::new(HashMap::new()),
-            first_request_time: RefCell::new(None),
+            first_request_time: OnceCell::new(),
             batch: WriteBatch::default(),
             digest,
         }
@@ -276,21 +276,23 @@ impl<'a> Staged<'a> {
         Ok(value)
     }
 
-    /// The smallest key of `request_times` in the database (not counting this batch).
-    fn first_request_time(&self) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(first) = &*self.first_request_time.borrow() {
-            return Ok(first.clone());
-        }
-        let db = self.store.db();
-        let first = match db
-            .iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start)
-            .next()
-        {
-            None => None,
-            Some(item) => Some(item.map_err(state_err)?.0.to_vec()),
+    /// Whether no request time in the database (not counting this batch) is before `end`.
+    fn none_due_before(&self, end: &[u8]) -> Result<bool, StateError> {
+        let first = match self.first_request_time.get() {
+            Some(first) => first,
+            None => {
+                let db = self.store.db();
+                let first = match db
+                    .iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start)
+                    .next()
+                {
+                    None => None,
+                    Some(item) => Some(item.map_err(state_err)?.0.to_vec()),
+                };
+                self.first_request_time.get_or_init(|| first)
+            }
         };
-        *self.first_request_time.borrow_mut() = Some(first.clone());
-        Ok(first)
+        Ok(first.as_deref().is_none_or(|first| first >= end))
     }
 
     fn record<T: serde::de::DeserializeOwned>(
@@ -390,10 +392,7 @@ impl RegistryState for Staged<'_> {
         // Live keys in the database, skipping those the batch deleted; none if even the first
         // is past the horizon (the usual case: a scan per command would cost an iterator).
         let db = self.store.db();
-        let none_due = self
-            .first_request_time()?
-            .is_none_or(|first| first.as_slice() >= end.as_slice());
-        let scan = (!none_due)
+        let scan = (!self.none_due_before(&end)?)
             .then(|| db.iterator_cf(self.store.cf(Cf::RequestTimes), IteratorMode::Start));
         for item in scan.into_iter().flatten() {
             let (key, _) = item.map_err(state_err)?;
@@ -744,5 +743,59 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Outcome, Response};
+    use quorumid_storage_format::Sealer;
+
+    fn request(id: &str, at_unix_ms: u64) -> Change {
+        Change::PutRequest(RequestRecord {
+            request_id: id.into(),
+            fingerprint: [0; 32],
+            at_unix_ms,
+            response: Response {
+                outcome: Outcome::Rejected(crate::registry::Rejection::UnknownIdentity),
+                log_index: 1,
+            },
+        })
+    }
+
+    /// The expiry scan is skipped while nothing is due, and finds stored and staged request
+    /// times alike once something is.
+    #[test]
+    fn requests_before_sees_the_database_and_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Sealer::new((1, [7; 32]), [])).unwrap();
+        let mut first = Staged::new(&store, StateDigest::default());
+        first.stage(request("old", 1_000)).unwrap();
+        first.stage(request("newer", 5_000)).unwrap();
+        store.db().write(first.batch).unwrap();
+
+        let mut staged = Staged::new(&store, StateDigest::default());
+        staged.stage(request("staged", 2_000)).unwrap();
+        assert_eq!(
+            staged.requests_before(500, 10).unwrap(),
+            vec![],
+            "nothing stored or staged before 500"
+        );
+        assert_eq!(
+            staged.requests_before(3_000, 10).unwrap(),
+            vec![(1_000, "old".to_string()), (2_000, "staged".to_string())]
+        );
+        staged
+            .stage(Change::ForgetRequest {
+                request_id: "old".into(),
+                at_unix_ms: 1_000,
+            })
+            .unwrap();
+        assert_eq!(
+            staged.requests_before(6_000, 10).unwrap(),
+            vec![(2_000, "staged".to_string()), (5_000, "newer".to_string())],
+            "a request forgotten in this batch is not due again"
+        );
     }
 }
