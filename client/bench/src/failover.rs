@@ -44,21 +44,73 @@ impl Failover {
     }
 }
 
-/// Tries `write` on the members other than `killed`, in turn, until one succeeds.
-async fn first_write<F, Fut>(killed: usize, members: usize, write: &mut F) -> anyhow::Result<f64>
+/// One try of `first_write`, kept to explain where a failover's time went.
+struct Attempt {
+    member: usize,
+    started_ms: f64,
+    took_ms: f64,
+    outcome: String,
+}
+
+/// The attempts as one line each, runs of the same member and outcome folded together.
+fn timeline(attempts: &[Attempt]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < attempts.len() {
+        let a = &attempts[i];
+        let mut j = i + 1;
+        while j < attempts.len()
+            && attempts[j].member == a.member
+            && attempts[j].outcome == a.outcome
+        {
+            j += 1;
+        }
+        let longest = attempts[i..j].iter().map(|a| a.took_ms).fold(0.0, f64::max);
+        lines.push(format!(
+            "  +{:>6.1} ms  member {}  x{:<3} longest {:>6.1} ms  {}",
+            a.started_ms,
+            a.member,
+            j - i,
+            longest,
+            a.outcome
+        ));
+        i = j;
+    }
+    lines.join("\n")
+}
+
+/// Tries `write` on the members other than `killed`, in turn, until one succeeds. Returns
+/// the time to the acknowledgement and the attempts' timeline.
+async fn first_write<F, Fut>(
+    killed: usize,
+    members: usize,
+    write: &mut F,
+) -> anyhow::Result<(f64, String)>
 where
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = Result<(), String>>,
 {
     let start = Instant::now();
+    let since = |at: Instant| at.duration_since(start).as_secs_f64() * 1_000.0;
     let others: Vec<usize> = (0..members).filter(|m| *m != killed).collect();
+    let mut attempts = Vec::new();
     for attempt in 0.. {
         let member = others[attempt % others.len()];
-        let ok = tokio::time::timeout(ATTEMPT_TIMEOUT, write(member))
+        let began = Instant::now();
+        let result = tokio::time::timeout(ATTEMPT_TIMEOUT, write(member))
             .await
-            .unwrap_or(false);
-        if ok {
-            return Ok(start.elapsed().as_secs_f64() * 1_000.0);
+            .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")));
+        attempts.push(Attempt {
+            member,
+            started_ms: since(began),
+            took_ms: began.elapsed().as_secs_f64() * 1_000.0,
+            outcome: result
+                .clone()
+                .err()
+                .unwrap_or_else(|| "acknowledged".into()),
+        });
+        if result.is_ok() {
+            return Ok((since(Instant::now()), timeline(&attempts)));
         }
         if start.elapsed() > GIVE_UP {
             bail!("no write was acknowledged within {GIVE_UP:?} of the kill");
@@ -79,14 +131,17 @@ pub async fn measure<C, F, Fut>(
 where
     C: Members,
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = Result<(), String>>,
 {
     let mut times = Vec::new();
     for run in 0..runs {
         let leader = cluster.settled().await?;
         cluster.kill(leader).await;
-        let ms = first_write(leader, cluster.len(), &mut write).await?;
-        eprintln!("{system} failover {}/{runs}: {ms:.0} ms", run + 1);
+        let (ms, timeline) = first_write(leader, cluster.len(), &mut write).await?;
+        eprintln!(
+            "{system} failover {}/{runs}: {ms:.0} ms\n{timeline}",
+            run + 1
+        );
         times.push(ms);
         cluster.restart(leader)?;
     }

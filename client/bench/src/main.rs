@@ -180,7 +180,12 @@ async fn main() -> anyhow::Result<()> {
         let q = targets.quorumid.clone();
         let write = |member| {
             let q = q.clone();
-            async move { q.enroll(&mut Worker::new(member)).await.is_ok() }
+            async move {
+                let enrolled = q.enroll(&mut Worker::new(member)).await;
+                enrolled
+                    .map(drop)
+                    .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
+            }
         };
         let measured = failover::measure("quorumid", &mut quorumid, options.failover_runs, write);
         results
@@ -194,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 let mut worker = Worker::new(member);
                 let key = format!("bench/failover/{member}");
-                e.put(&mut worker, key, &e.enroll_value).await.is_ok()
+                let put = e.put(&mut worker, key, &e.enroll_value).await;
+                put.map(drop).map_err(|e| e.to_string())
             }
         };
         let measured = failover::measure("etcd", &mut etcd, options.failover_runs, write);
