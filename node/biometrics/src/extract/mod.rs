@@ -6,7 +6,8 @@
 //! - [`detect`]: YuNet, its post-processing and NMS -> [`Face`]s, best first.
 //! - [`align`]: the similarity transform to SFace's landmarks, warped to 112x112.
 //! - [`embed`]: SFace -> a unit-length 128-d [`Embedding`] of model `sface-2021dec`.
-//! - `model`: reading the ONNX files (checked, PRelu rewritten for speed).
+//! - `model`: reading the ONNX files (checked) and planning them, with two operators of
+//!   ours in the place of tract's: `depthwise` (3x3 depthwise convolutions) and `prelu`.
 //! - [`prepare`]: OpenCV's resize and border padding, for inputs made by an OpenCV recipe
 //!   (the ORL test set); extraction itself never calls them.
 //!
@@ -17,12 +18,15 @@
 
 pub mod align;
 pub mod decode;
+mod depthwise;
 pub mod detect;
 pub mod embed;
 mod model;
+mod prelu;
 pub mod prepare;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 use tract_onnx::prelude::*;
@@ -221,6 +225,26 @@ impl FaceExtractor {
     /// Stage three: the embedding of a 112x112 crop.
     pub fn embed(&self, crop: &BgrImage) -> Result<Embedding, ExtractError> {
         self.embedder.embed(crop)
+    }
+
+    /// The optimised tract plans, YuNet's for a `width x height` image and SFace's, with an
+    /// input blob for each: for the `face_profile` example's per-node timings, not an API.
+    #[doc(hidden)]
+    pub fn plans_for_profiling(
+        &self,
+        image: &BgrImage,
+    ) -> Result<[(Arc<TypedRunnableModel>, Tensor); 2], ExtractError> {
+        let faces = self.detect(image)?;
+        let face = faces.first().ok_or(ExtractError::NoFace)?;
+        let crop = self.align(image, face)?;
+        Ok([
+            self.detector
+                .plan_and_blob(image)
+                .map_err(ExtractError::inference)?,
+            self.embedder
+                .plan_and_blob(&crop)
+                .map_err(ExtractError::inference)?,
+        ])
     }
 }
 
