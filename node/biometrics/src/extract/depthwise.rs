@@ -287,24 +287,12 @@ fn plane(
     let [oh, ow] = g.output;
     let flat = ow < SHORT_ROW;
     let len = if flat { g.short_len() } else { ow };
-    // Tap (ky, kx) of output row y, for `len` points.
-    let row = |y: usize| {
-        let tap = |ky: usize, kx: usize| {
-            let start = ((ky % sh) * sw + kx % sw) * plane_size + (y + ky / sh) * l + kx / sw;
-            &scratch[start..start + len]
-        };
-        [
-            tap(0, 0),
-            tap(0, 1),
-            tap(0, 2),
-            tap(1, 0),
-            tap(1, 1),
-            tap(1, 2),
-            tap(2, 0),
-            tap(2, 1),
-            tap(2, 2),
-        ]
-    };
+    // Where tap (ky, kx) of output row 0 starts; row y starts y * l further.
+    let offsets: [usize; TAPS] = std::array::from_fn(|t| {
+        let (ky, kx) = (t / 3, t % 3);
+        ((ky % sh) * sw + kx % sw) * plane_size + (ky / sh) * l + kx / sw
+    });
+    let row = |y: usize| offsets.map(|o| &scratch[y * l + o..y * l + o + len]);
     if flat {
         let short = &mut short[..len];
         output_row(short, row(0), taps, bias);
