@@ -1,19 +1,31 @@
 //! Where face extraction's time goes inside the networks: tract's per-node timings for YuNet
 //! (on the first ORL image, prepared by the data's recipe) and SFace (on its aligned crop),
-//! summed by operator over many runs, one thread. Relative figures: compare two builds in the
-//! same minute, not against another day's milliseconds.
+//! summed by operator over many runs, one thread. Times are the thread's CPU time (a run
+//! that loses the processor to another is not charged for the wait), still relative figures:
+//! compare two builds in the same minute, not against another day's milliseconds.
 //!
 //! `cargo run -p quorumid-biometrics --profile ci --example face_profile [MODELS_DIR] [RUNS] [TOP]`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quorumid_biometrics::extract::decode::decode;
 use quorumid_biometrics::extract::prepare::orl_recipe;
 use quorumid_biometrics::extract::{FaceExtractor, Limits, default_models_dir};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::SimpleState;
+
+/// This thread's CPU time.
+fn cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -34,20 +46,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut state = SimpleState::new(&plan)?;
         let mut whole = Duration::ZERO;
         for run in 0..=runs {
-            let started = Instant::now();
+            let started = cpu_time();
             let mut times: Vec<(usize, Duration)> = Vec::new();
             state.run_plan_with_eval(
                 tvec!(blob.clone().into_tvalue()),
                 |ctx, st, node, input| {
-                    let t = Instant::now();
+                    let t = cpu_time();
                     let out = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
-                    times.push((node.id, t.elapsed()));
+                    times.push((node.id, cpu_time() - t));
                     out
                 },
             )?;
             // The first run warms caches and allocations: not counted.
             if run > 0 {
-                whole += started.elapsed();
+                whole += cpu_time() - started;
                 for (id, t) in times {
                     *per_node.entry(id).or_default() += t;
                 }
@@ -64,7 +76,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut by_op: Vec<_> = by_op.into_iter().collect();
         by_op.sort_by(|a, b| b.1.0.cmp(&a.1.0));
-        println!("== {name}: {:.3} ms a run ({runs} runs)", per_run(whole));
+        println!(
+            "== {name}: {:.3} ms of CPU a run ({runs} runs)",
+            per_run(whole)
+        );
         println!("   by operator (ms a run, nodes):");
         for (op, (t, n)) in &by_op {
             println!("   {:>8.3}  {n:>4}  {op}", per_run(*t));

@@ -149,6 +149,18 @@ impl PRelu {
     }
 }
 
+impl PRelu {
+    /// One slope a channel, for a tensor whose `channels` channels run along `axis`; `None`
+    /// when the slopes run along another axis.
+    pub(crate) fn slopes_along(&self, axis: usize, channels: usize) -> Option<Vec<f32>> {
+        match self.slopes.len() {
+            1 => Some(vec![self.slopes[0]; channels]),
+            n if n == channels && self.axis == axis => Some(self.slopes.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl Op for PRelu {
     fn name(&self) -> StaticName {
         "QuorumidPRelu".into()
@@ -238,7 +250,8 @@ fn apply(values: &mut [f32], slopes: &[f32], inner: usize) {
     }
 }
 
-fn apply_run(run: &mut [f32], slope: f32) {
+/// `v = v < 0 ? v * slope : v` for every value of `run`.
+pub(crate) fn apply_run(run: &mut [f32], slope: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
