@@ -502,17 +502,6 @@ fn plane(
     short: &mut [f32],
     post: Post,
 ) {
-    if g.strides == [1, 1] && g.pad == [1, 1] && g.output == g.input && g.input[1] >= 3 {
-        return same_size_plane(
-            g.input,
-            taps,
-            bias,
-            input,
-            output,
-            &scratch[..g.input[1]],
-            post,
-        );
-    }
     let [rows, cols] = g.padded();
     let [sh, sw] = g.strides;
     let [prow, l] = g.phase_dims();
