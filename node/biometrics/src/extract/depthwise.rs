@@ -29,37 +29,48 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use super::prelu::PRelu;
 
 /// Taps of a 3x3 kernel.
-const TAPS: usize = 9;
+pub(super) const TAPS: usize = 9;
 
 /// Where one channel's output points read: sizes, strides and padding of the two spatial axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
+pub(super) struct Geometry {
     /// Input rows and columns.
-    input: [usize; 2],
+    pub(super) input: [usize; 2],
     /// Output rows and columns.
-    output: [usize; 2],
-    strides: [usize; 2],
+    pub(super) output: [usize; 2],
+    pub(super) strides: [usize; 2],
     /// Padding before the first row and the first column (what lies past the input's end is
     /// read as zero too).
-    pad: [usize; 2],
+    pub(super) pad: [usize; 2],
 }
 
 impl Geometry {
     /// Padded rows and columns the output reads.
-    fn padded(&self) -> [usize; 2] {
+    pub(super) fn padded(&self) -> [usize; 2] {
         [0, 1].map(|a| (self.output[a] - 1) * self.strides[a] + 3)
     }
 
     /// Rows and columns of one phase plane (the padded points of one remainder modulo the
     /// strides).
-    fn phase_dims(&self) -> [usize; 2] {
+    pub(super) fn phase_dims(&self) -> [usize; 2] {
         let padded = self.padded();
         [0, 1].map(|a| padded[a].div_ceil(self.strides[a]))
     }
 
-    fn scratch_len(&self) -> usize {
+    pub(super) fn scratch_len(&self) -> usize {
         let [rows, cols] = self.phase_dims();
         self.strides[0] * self.strides[1] * rows * cols
+    }
+
+    /// Where in the phase planes tap (ky, kx) of output row 0 starts; row y starts
+    /// `y * phase_dims()[1]` further.
+    pub(super) fn tap_offsets(&self) -> [usize; TAPS] {
+        let [sh, sw] = self.strides;
+        let [prow, l] = self.phase_dims();
+        std::array::from_fn(|t| {
+            let (ky, kx) = (t / 3, t % 3);
+            ((ky % sh) * sw + kx % sw) * prow * l + (ky / sh) * l + kx / sw
+        })
     }
 
     /// Stride 1 and padding 1, the output as large as the input, rows that are not short:
@@ -73,7 +84,7 @@ impl Geometry {
     }
 
     /// Points of the single run that computes a plane of short rows.
-    fn short_len(&self) -> usize {
+    pub(super) fn short_len(&self) -> usize {
         (self.output[0] - 1) * self.phase_dims()[1] + self.output[1]
     }
 }
@@ -81,7 +92,7 @@ impl Geometry {
 /// Floats compared by their bits (tract compares operators to merge duplicates, which needs
 /// `Eq`).
 #[derive(Debug, Clone)]
-struct Values(Vec<f32>);
+pub(super) struct Values(pub(super) Vec<f32>);
 
 impl PartialEq for Values {
     fn eq(&self, other: &Self) -> bool {
@@ -98,14 +109,14 @@ impl Eq for Values {}
 
 /// What is applied to every output after the sum, per channel, in this order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Epilogue {
+pub(super) struct Epilogue {
     scale: Option<Values>,
     shift: Option<Values>,
     activation: Activation,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-enum Activation {
+pub(super) enum Activation {
     #[default]
     None,
     /// `Max(x, 0)`.
@@ -236,56 +247,6 @@ impl Depthwise3x3 {
         }
     }
 
-    /// Folds `next`, the only reader of `input` (this operator's output so far), into the
-    /// epilogue if it is a per-channel operation that can come next; says whether it did.
-    fn absorb(
-        &mut self,
-        model: &TypedModel,
-        next: &TypedNode,
-        input: OutletId,
-    ) -> TractResult<bool> {
-        let (rank, axis, channels) = (self.input_shape.len(), self.channel_axis(), self.channels);
-        let e = &mut self.epilogue;
-        if next.outputs.len() != 1 || e.activation != Activation::None {
-            return Ok(false);
-        }
-        if let Some(prelu) = next.op_as::<PRelu>() {
-            let Some(slopes) = prelu.slopes_along(axis, channels) else {
-                return Ok(false);
-            };
-            e.activation = Activation::PRelu(Values(slopes));
-            return Ok(true);
-        }
-        let Some(bin) = next.op_as::<TypedBinOp>() else {
-            return Ok(false);
-        };
-        let other = match next.inputs.as_slice() {
-            &[a, b] if a == input && b != input => b,
-            &[a, b] if b == input && a != input => a,
-            _ => return Ok(false),
-        };
-        let Some(values) = model
-            .outlet_fact(other)?
-            .konst
-            .as_ref()
-            .and_then(|t| per_channel(t, rank, axis, channels))
-        else {
-            return Ok(false);
-        };
-        if bin.1.is_some()
-            || model.outlet_fact(OutletId::new(next.id, 0))?.datum_type != f32::datum_type()
-        {
-            return Ok(false);
-        }
-        match &*bin.0.name() {
-            "Mul" if e.scale.is_none() && e.shift.is_none() => e.scale = Some(Values(values)),
-            "Add" if e.shift.is_none() => e.shift = Some(Values(values)),
-            "Max" if values.iter().all(|&v| v == 0.0) => e.activation = Activation::Relu,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
     fn run(&self, input: &[f32], output: &mut [f32]) {
         let g = &self.geometry;
         let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
@@ -334,8 +295,73 @@ impl Depthwise3x3 {
 }
 
 impl Epilogue {
+    /// What it does, for tract's model dumps.
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "then scale: {}, shift: {}, activation: {}",
+            self.scale.is_some(),
+            self.shift.is_some(),
+            match self.activation {
+                Activation::None => "none",
+                Activation::Relu => "relu",
+                Activation::PRelu(_) => "prelu",
+            }
+        )
+    }
+
+    /// Folds `next`, the only reader of `input` (this operator's output so far), into the
+    /// epilogue if it is a per-channel operation that can come next; says whether it did.
+    /// `[rank, axis, channels]` say where the channels run in the output.
+    pub(super) fn absorb(
+        &mut self,
+        model: &TypedModel,
+        next: &TypedNode,
+        input: OutletId,
+        [rank, axis, channels]: [usize; 3],
+    ) -> TractResult<bool> {
+        let e = self;
+        if next.outputs.len() != 1 || e.activation != Activation::None {
+            return Ok(false);
+        }
+        if let Some(prelu) = next.op_as::<PRelu>() {
+            let Some(slopes) = prelu.slopes_along(axis, channels) else {
+                return Ok(false);
+            };
+            e.activation = Activation::PRelu(Values(slopes));
+            return Ok(true);
+        }
+        let Some(bin) = next.op_as::<TypedBinOp>() else {
+            return Ok(false);
+        };
+        let other = match next.inputs.as_slice() {
+            &[a, b] if a == input && b != input => b,
+            &[a, b] if b == input && a != input => a,
+            _ => return Ok(false),
+        };
+        let Some(values) = model
+            .outlet_fact(other)?
+            .konst
+            .as_ref()
+            .and_then(|t| per_channel(t, rank, axis, channels))
+        else {
+            return Ok(false);
+        };
+        if bin.1.is_some()
+            || model.outlet_fact(OutletId::new(next.id, 0))?.datum_type != f32::datum_type()
+        {
+            return Ok(false);
+        }
+        match &*bin.0.name() {
+            "Mul" if e.scale.is_none() && e.shift.is_none() => e.scale = Some(Values(values)),
+            "Add" if e.shift.is_none() => e.shift = Some(Values(values)),
+            "Max" if values.iter().all(|&v| v == 0.0) => e.activation = Activation::Relu,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Channel `c`'s operations.
-    fn channel(&self, c: usize) -> Post {
+    pub(super) fn channel(&self, c: usize) -> Post {
         let at = |v: &Option<Values>, none: f32| v.as_ref().map_or(none, |v| v.0[c]);
         let (relu, slope) = match &self.activation {
             Activation::None => (false, 1.0),
@@ -354,7 +380,7 @@ impl Epilogue {
 /// One channel's [`Epilogue`], applied to each sum in registers. What is absent is the
 /// identity: a scale of 1, a shift of 0 (exact, but for the sign of a zero sum) and a slope of 1.
 #[derive(Debug, Clone, Copy)]
-struct Post {
+pub(super) struct Post {
     scale: f32,
     shift: f32,
     /// `Max(x, 0)`, else `x < 0 ? x * slope : x`.
@@ -393,30 +419,54 @@ pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let Some(conv) = node.op_as::<Conv>() else {
             continue;
         };
-        let Some(mut op) = Depthwise3x3::for_conv(model, node, conv)? else {
-            continue;
-        };
-        // Follow the output while it has one reader that can be folded in.
-        let mut last = OutletId::new(id, 0);
-        loop {
-            let readers = &model.node(last.node).outputs[last.slot].successors;
-            if readers.len() != 1 || model.outputs.contains(&last) {
-                break;
-            }
-            let next = model.node(readers[0].node);
-            if !op.absorb(model, next, last)? {
-                break;
-            }
-            last = OutletId::new(next.id, 0);
+        if let Some(op) = Depthwise3x3::for_conv(model, node, conv)? {
+            replace(model, id, op)?;
+            replaced += 1;
         }
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let y = patch.wire_node(&node.name, op, &[x])?[0];
-        patch.shunt_outside(model, last, y)?;
-        patch.apply(model)?;
-        replaced += 1;
     }
     Ok(replaced)
+}
+
+/// An operator of ours that can take in the per-channel operations after it.
+pub(super) trait WithEpilogue: TypedOp + Sized {
+    /// Its epilogue, and where the channels run in its output: `[rank, axis, channels]`.
+    fn epilogue(&mut self) -> (&mut Epilogue, [usize; 3]);
+}
+
+/// Puts `op` in the place of node `id` (on its first input) and of the per-channel operations
+/// after it that its epilogue can take in.
+pub(super) fn replace<O: WithEpilogue>(
+    model: &mut TypedModel,
+    id: usize,
+    mut op: O,
+) -> TractResult<()> {
+    // Follow the output while it has one reader that can be folded in.
+    let mut last = OutletId::new(id, 0);
+    loop {
+        let readers = &model.node(last.node).outputs[last.slot].successors;
+        if readers.len() != 1 || model.outputs.contains(&last) {
+            break;
+        }
+        let next = model.node(readers[0].node);
+        let (epilogue, channels) = op.epilogue();
+        if !epilogue.absorb(model, next, last, channels)? {
+            break;
+        }
+        last = OutletId::new(next.id, 0);
+    }
+    let node = model.node(id);
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(&node.name, op, &[x])?[0];
+    patch.shunt_outside(model, last, y)?;
+    patch.apply(model)
+}
+
+impl WithEpilogue for Depthwise3x3 {
+    fn epilogue(&mut self) -> (&mut Epilogue, [usize; 3]) {
+        let where_ = [self.input_shape.len(), self.channel_axis(), self.channels];
+        (&mut self.epilogue, where_)
+    }
 }
 
 impl Op for Depthwise3x3 {
@@ -425,19 +475,12 @@ impl Op for Depthwise3x3 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let e = &self.epilogue;
         Ok(vec![
             format!("{:?}", self.geometry),
             format!(
-                "channels last: {}; then scale: {}, shift: {}, activation: {}",
+                "channels last: {}; {}",
                 self.channels_last,
-                e.scale.is_some(),
-                e.shift.is_some(),
-                match e.activation {
-                    Activation::None => "none",
-                    Activation::Relu => "relu",
-                    Activation::PRelu(_) => "prelu",
-                }
+                self.epilogue.describe()
             ),
         ])
     }
@@ -486,7 +529,7 @@ impl TypedOp for Depthwise3x3 {
 
 /// Output rows shorter than this are computed as one run over the phase planes' full rows
 /// (then copied out without the few columns past the end), not one short run a row.
-const SHORT_ROW: usize = 32;
+pub(super) const SHORT_ROW: usize = 32;
 
 /// One channel: `input` is `geometry.input` (rows x columns), `output` `geometry.output`;
 /// `scratch` holds `geometry.scratch_len()` values, `short` `geometry.short_len()`. `post` is
@@ -502,37 +545,12 @@ fn plane(
     short: &mut [f32],
     post: Post,
 ) {
-    let [rows, cols] = g.padded();
-    let [sh, sw] = g.strides;
-    let [prow, l] = g.phase_dims();
-    let plane_size = prow * l;
-    let [h, w] = g.input;
-    let [pt, pl] = g.pad;
-    // The padded plane, split into phase planes: padded row r, column c is at row r / sh,
-    // column c / sw of phase plane (r % sh, c % sw). Past the input it is zero.
-    scratch.fill(0.0);
-    for (iy, src) in input.chunks_exact(w).take(h).enumerate() {
-        let r = iy + pt;
-        if r >= rows {
-            break;
-        }
-        let base = (r % sh) * sw * plane_size + (r / sh) * l;
-        let src = &src[..w.min(cols - pl)];
-        if sw == 1 {
-            scratch[base + pl..base + pl + src.len()].copy_from_slice(src);
-        } else {
-            let (even, odd) = scratch[base..].split_at_mut(plane_size);
-            deinterleave(src, pl, &mut even[..l], &mut odd[..l]);
-        }
-    }
+    fill_phases(g, input, scratch);
+    let l = g.phase_dims()[1];
     let [oh, ow] = g.output;
     let flat = ow < SHORT_ROW;
     let len = if flat { g.short_len() } else { ow };
-    // Where tap (ky, kx) of output row 0 starts; row y starts y * l further.
-    let offsets: [usize; TAPS] = std::array::from_fn(|t| {
-        let (ky, kx) = (t / 3, t % 3);
-        ((ky % sh) * sw + kx % sw) * plane_size + (ky / sh) * l + kx / sw
-    });
+    let offsets = g.tap_offsets();
     let row = |y: usize| offsets.map(|o| &scratch[y * l + o..y * l + o + len]);
     if flat {
         let short = &mut short[..len];
@@ -597,6 +615,33 @@ fn same_size_plane(
     }
 }
 
+/// Fills `scratch` (`g.scratch_len()` values) with the padded plane of `input`, split into
+/// phase planes: padded row r, column c is at row r / sh, column c / sw of phase plane
+/// (r % sh, c % sw). Past the input it is zero.
+pub(super) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
+    let [rows, cols] = g.padded();
+    let [sh, sw] = g.strides;
+    let [prow, l] = g.phase_dims();
+    let plane_size = prow * l;
+    let [h, w] = g.input;
+    let [pt, pl] = g.pad;
+    scratch.fill(0.0);
+    for (iy, src) in input.chunks_exact(w).take(h).enumerate() {
+        let r = iy + pt;
+        if r >= rows {
+            break;
+        }
+        let base = (r % sh) * sw * plane_size + (r / sh) * l;
+        let src = &src[..w.min(cols - pl)];
+        if sw == 1 {
+            scratch[base + pl..base + pl + src.len()].copy_from_slice(src);
+        } else {
+            let (even, odd) = scratch[base..].split_at_mut(plane_size);
+            deinterleave(src, pl, &mut even[..l], &mut odd[..l]);
+        }
+    }
+}
+
 /// Columns `pad..` of a padded row of stride 2, from `src`, into its even and odd phases.
 fn deinterleave(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32]) {
     let mut src = src;
@@ -637,6 +682,52 @@ fn output_row(out: &mut [f32], row: [&[f32]; TAPS], taps: &[f32; TAPS], bias: f3
     match post.relu {
         true => output_row_body::<false, true>(out, row, taps, bias, post),
         false => output_row_body::<false, false>(out, row, taps, bias, post),
+    }
+}
+
+/// `out[x] += Σ taps[t] * row[t][x]`, the taps in order; every slice `out.len()` long.
+pub(super) fn accumulate_row(out: &mut [f32], row: [&[f32]; TAPS], taps: &[f32; TAPS]) {
+    #[cfg(target_arch = "x86_64")]
+    if fused_multiply_add() {
+        // SAFETY: the processor has AVX2 and FMA, checked just above.
+        unsafe { accumulate_row_fma(out, row, taps) };
+        return;
+    }
+    accumulate_row_body::<false>(out, row, taps);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn accumulate_row_fma(out: &mut [f32], row: [&[f32]; TAPS], taps: &[f32; TAPS]) {
+    accumulate_row_body::<true>(out, row, taps);
+}
+
+#[inline(always)]
+fn accumulate_row_body<const FMA: bool>(out: &mut [f32], row: [&[f32]; TAPS], taps: &[f32; TAPS]) {
+    let n = out.len();
+    let [a0, a1, a2, a3, a4, a5, a6, a7, a8] = row.map(|s| &s[..n]);
+    let [k0, k1, k2, k3, k4, k5, k6, k7, k8] = *taps;
+    let madd = |s: f32, k: f32, a: f32| if FMA { k.mul_add(a, s) } else { s + k * a };
+    for x in 0..n {
+        let mut s = out[x];
+        s = madd(s, k0, a0[x]);
+        s = madd(s, k1, a1[x]);
+        s = madd(s, k2, a2[x]);
+        s = madd(s, k3, a3[x]);
+        s = madd(s, k4, a4[x]);
+        s = madd(s, k5, a5[x]);
+        s = madd(s, k6, a6[x]);
+        s = madd(s, k7, a7[x]);
+        s = madd(s, k8, a8[x]);
+        out[x] = s;
+    }
+}
+
+/// `post` applied to every value of `out`.
+pub(super) fn post_row(out: &mut [f32], post: Post) {
+    match post.relu {
+        true => out.iter_mut().for_each(|v| *v = post.apply::<true>(*v)),
+        false => out.iter_mut().for_each(|v| *v = post.apply::<false>(*v)),
     }
 }
 

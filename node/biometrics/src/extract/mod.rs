@@ -7,8 +7,8 @@
 //! - [`align`]: the similarity transform to SFace's landmarks, warped to 112x112.
 //! - [`embed`]: SFace -> a unit-length 128-d [`Embedding`] of model `sface-2021dec`.
 //! - `model`: reading the ONNX files (checked) and planning them, with two operators of
-//!   ours in the place of tract's: `depthwise` (3x3 depthwise convolutions), `maxpool`
-//!   (2x2) and `prelu`.
+//!   ours in the place of tract's: `depthwise` (3x3 depthwise convolutions), `conv3x3`
+//!   (the first layer's), `maxpool` (2x2) and `prelu`.
 //! - [`prepare`]: OpenCV's resize and border padding, for inputs made by an OpenCV recipe
 //!   (the ORL test set); extraction itself never calls them.
 //!
@@ -18,6 +18,7 @@
 //! (tens of milliseconds), so an async caller runs them on a blocking thread.
 
 pub mod align;
+mod conv3x3;
 pub mod decode;
 mod depthwise;
 pub mod detect;

@@ -1,8 +1,8 @@
 //! Reading the ONNX files into tract, and planning them: a size-checked read, the recorded
 //! intermediate shapes dropped (YuNet's file records them for 640x640; tract infers them for
 //! the size it is given), `PRelu` parsed into [`prelu`]'s operator, and the 3x3 depthwise
-//! convolutions and 2x2 max pooling handed to [`depthwise`] and [`maxpool`] before tract
-//! optimises the rest.
+//! convolutions, the first 3x3 convolution and 2x2 max pooling handed to [`depthwise`],
+//! [`conv3x3`] and [`maxpool`] before tract optimises the rest.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::ExtractError;
-use super::{depthwise, maxpool, prelu};
+use super::{conv3x3, depthwise, maxpool, prelu};
 
 /// Largest model file read (SFace is 37 MiB).
 const MAX_MODEL_BYTES: u64 = 256 << 20;
@@ -44,8 +44,8 @@ pub(crate) fn load(path: &Path) -> Result<InferenceModel, ExtractError> {
 }
 
 /// The runnable plan of `model` for one concrete input: typed and decluttered by tract, its
-/// 3x3 depthwise convolutions handed to [`depthwise`] and its 2x2 max pooling to [`maxpool`],
-/// then optimised by tract.
+/// 3x3 depthwise convolutions handed to [`depthwise`], its first 3x3 convolution to
+/// [`conv3x3`] and its 2x2 max pooling to [`maxpool`], then optimised by tract.
 pub(crate) fn optimise(
     model: InferenceModel,
     input: TypedFact,
@@ -55,6 +55,7 @@ pub(crate) fn optimise(
         .into_typed()?
         .into_decluttered()?;
     depthwise::substitute(&mut typed)?;
+    conv3x3::substitute(&mut typed)?;
     maxpool::substitute(&mut typed)?;
     typed.into_optimized()?.into_runnable()
 }
