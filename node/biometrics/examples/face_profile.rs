@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             e.1 += 1;
         }
         let mut by_op: Vec<_> = by_op.into_iter().collect();
-        by_op.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        by_op.sort_by_key(|e| std::cmp::Reverse(e.1.0));
         println!(
             "== {name}: {:.3} ms of CPU a run ({runs} runs)",
             per_run(whole)
@@ -85,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("   {:>8.3}  {n:>4}  {op}", per_run(*t));
         }
         let mut nodes: Vec<_> = per_node.into_iter().collect();
-        nodes.sort_by(|a, b| b.1.cmp(&a.1));
+        nodes.sort_by_key(|e| std::cmp::Reverse(e.1));
         println!("   slowest nodes:");
         for (id, t) in nodes.into_iter().take(top) {
             let node = model.node(id);

@@ -333,9 +333,9 @@ impl Epilogue {
         let Some(bin) = next.op_as::<TypedBinOp>() else {
             return Ok(false);
         };
-        let other = match next.inputs.as_slice() {
-            &[a, b] if a == input && b != input => b,
-            &[a, b] if b == input && a != input => a,
+        let other = match *next.inputs.as_slice() {
+            [a, b] if a == input && b != input => b,
+            [a, b] if b == input && a != input => a,
             _ => return Ok(false),
         };
         let Some(values) = model
@@ -351,7 +351,7 @@ impl Epilogue {
         {
             return Ok(false);
         }
-        match &*bin.0.name() {
+        match bin.0.name() {
             "Mul" if e.scale.is_none() && e.shift.is_none() => e.scale = Some(Values(values)),
             "Add" if e.shift.is_none() => e.shift = Some(Values(values)),
             "Max" if values.iter().all(|&v| v == 0.0) => e.activation = Activation::Relu,
