@@ -234,8 +234,16 @@ impl EvalOp for Conv3x3 {
 
 impl TypedOp for Conv3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&self.input_shape[..]));
+        ensure!(
+            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
+            "the convolution takes one f32 tensor"
+        );
+        ensure!(
+            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
+            "the convolution is planned for {:?}, given {:?}",
+            self.input_shape,
+            inputs[0].shape
+        );
         Ok(tvec!(f32::fact(&self.output_shape)))
     }
 

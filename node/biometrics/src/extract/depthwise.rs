@@ -16,10 +16,10 @@
 //! once instead of twice, and the last bits differ (the tests check both on random inputs).
 //! Stride 1 with padding 1 (most of them) reads the input in place, without the scratch copy.
 //!
-//! What follows the convolution on its only path, per channel, is applied to each output row
-//! while it is in cache, in the same operations tract would run: a multiplication and an
-//! addition by constants (SFace's batch normalisation), then `Relu` (`Max(x, 0)`, YuNet) or
-//! [`PRelu`] (SFace).
+//! What follows the convolution on its only path, per channel, is applied to each sum while it
+//! is in a register, in the same operations tract would run: a multiplication and an addition
+//! by constants (SFace's batch normalisation), then `Relu` (`Max(x, 0)`, YuNet) or [`PRelu`]
+//! (SFace). [`super::conv3x3`] shares the phase planes, the epilogue and the row kernels.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -164,7 +164,8 @@ fn per_channel(t: &Tensor, rank: usize, axis: usize, channels: usize) -> Option<
 
 impl Depthwise3x3 {
     /// The replacement for `conv`, or `None` when it is not a float 3x3 depthwise convolution
-    /// over a concrete NCHW (or CHW) shape with constant weights.
+    /// of stride 1 or 2 over a concrete shape of one image (channels first or last) with
+    /// constant weights.
     fn for_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
         let spec = &conv.pool_spec;
         let channels = spec.input_channels;
@@ -511,8 +512,16 @@ impl EvalOp for Depthwise3x3 {
 
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&self.input_shape[..]));
+        ensure!(
+            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
+            "the depthwise convolution takes one f32 tensor"
+        );
+        ensure!(
+            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
+            "the depthwise convolution is planned for {:?}, given {:?}",
+            self.input_shape,
+            inputs[0].shape
+        );
         Ok(tvec!(f32::fact(&self.output_shape)))
     }
 

@@ -106,8 +106,16 @@ impl EvalOp for MaxPool2x2 {
 
 impl TypedOp for MaxPool2x2 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&self.input_shape[..]));
+        ensure!(
+            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
+            "the max pooling takes one f32 tensor"
+        );
+        ensure!(
+            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
+            "the max pooling is planned for {:?}, given {:?}",
+            self.input_shape,
+            inputs[0].shape
+        );
         Ok(tvec!(f32::fact(&self.output_shape)))
     }
 

@@ -206,7 +206,10 @@ impl EvalOp for PRelu {
 
 impl TypedOp for PRelu {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        ensure!(
+            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
+            "PRelu takes one f32 tensor"
+        );
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
 
