@@ -541,8 +541,8 @@ impl TypedOp for Depthwise3x3 {
 pub(super) const SHORT_ROW: usize = 32;
 
 /// One channel: `input` is `geometry.input` (rows x columns), `output` `geometry.output`;
-/// `scratch` holds `geometry.scratch_len()` values, `short` `geometry.short_len()`. `post` is
-/// applied to each sum.
+/// `scratch` holds `geometry.scratch_len()` values, zero or as the last call left them,
+/// `short` `geometry.short_len()`. `post` is applied to each sum.
 #[allow(clippy::too_many_arguments)]
 fn plane(
     g: &Geometry,
@@ -626,7 +626,8 @@ fn same_size_plane(
 
 /// Fills `scratch` (`g.scratch_len()` values) with the padded plane of `input`, split into
 /// phase planes: padded row r, column c is at row r / sh, column c / sw of phase plane
-/// (r % sh, c % sw). Past the input it is zero.
+/// (r % sh, c % sw). Only the input's points are written: `scratch` must come zeroed, or
+/// hold an earlier fill of the same geometry (the padding is then still zero).
 pub(super) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
     let [rows, cols] = g.padded();
     let [sh, sw] = g.strides;
@@ -634,7 +635,6 @@ pub(super) fn fill_phases(g: &Geometry, input: &[f32], scratch: &mut [f32]) {
     let plane_size = prow * l;
     let [h, w] = g.input;
     let [pt, pl] = g.pad;
-    scratch.fill(0.0);
     for (iy, src) in input.chunks_exact(w).take(h).enumerate() {
         let r = iy + pt;
         if r >= rows {
