@@ -6,8 +6,8 @@
 //! - [`detect`]: YuNet, its post-processing and NMS -> [`Face`]s, best first.
 //! - [`align`]: the similarity transform to SFace's landmarks, warped to 112x112.
 //! - [`embed`]: SFace -> a unit-length 128-d [`Embedding`] of model `sface-2021dec`.
-//! - `model`: reading the ONNX files (checked) and planning them, with two operators of
-//!   ours in the place of tract's: `depthwise` (3x3 depthwise convolutions), `conv3x3`
+//! - `model`: reading the ONNX files (checked) and planning them, with operators of ours in
+//!   the place of tract's: `depthwise` (3x3 depthwise convolutions), `conv3x3`
 //!   (the first layer's), `maxpool` (2x2) and `prelu`.
 //! - [`prepare`]: OpenCV's resize and border padding, for inputs made by an OpenCV recipe
 //!   (the ORL test set); extraction itself never calls them.
@@ -230,8 +230,9 @@ impl FaceExtractor {
         self.embedder.embed(crop)
     }
 
-    /// The optimised tract plans, YuNet's for a `width x height` image and SFace's, with an
-    /// input blob for each: for the `face_profile` example's per-node timings, not an API.
+    /// The optimised tract plans, YuNet's for `image`'s padded size and SFace's, with an input
+    /// blob for each (the image, and the crop of its best face): for the `face_profile`
+    /// example's per-node timings, not an API.
     #[doc(hidden)]
     pub fn plans_for_profiling(
         &self,
