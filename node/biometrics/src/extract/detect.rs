@@ -111,12 +111,7 @@ impl Detector {
             }
         }
         // Optimised outside the lock: other sizes are not held up meanwhile.
-        let plan = self
-            .model
-            .clone()
-            .with_input_fact(0, f32::fact([1, 3, height, width]).into())?
-            .into_optimized()?
-            .into_runnable()?;
+        let plan = super::model::optimise(self.model.clone(), f32::fact([1, 3, height, width]))?;
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         if !plans.iter().any(|c| c.size == key) {
             if plans.len() >= PLAN_CACHE
@@ -135,6 +130,12 @@ impl Detector {
             });
         }
         Ok(plan)
+    }
+
+    /// The plan for an image's padded size and its input blob (for profiling).
+    pub(crate) fn plan_and_blob(&self, image: &BgrImage) -> TractResult<(Plan, Tensor)> {
+        let (pad_w, pad_h) = (padded(image.width()), padded(image.height()));
+        Ok((self.plan(pad_w, pad_h)?, blob(image, pad_w, pad_h)))
     }
 
     /// Every face found, best first (OpenCV's order after NMS).

@@ -28,10 +28,7 @@ pub(crate) struct Embedder {
 
 impl Embedder {
     pub(crate) fn new(model: InferenceModel) -> TractResult<Self> {
-        let plan = model
-            .with_input_fact(0, f32::fact([1, 3, CROP, CROP]).into())?
-            .into_optimized()?
-            .into_runnable()?;
+        let plan = super::model::optimise(model, f32::fact([1, 3, CROP, CROP]))?;
         Ok(Embedder {
             plan,
             model: sface_model(),
@@ -51,16 +48,16 @@ impl Embedder {
         }
     }
 
+    /// The plan and a crop's input blob (for profiling).
+    pub(crate) fn plan_and_blob(
+        &self,
+        crop: &BgrImage,
+    ) -> TractResult<(Arc<TypedRunnableModel>, Tensor)> {
+        Ok((self.plan.clone(), blob(crop)?))
+    }
+
     fn raw(&self, crop: &BgrImage) -> TractResult<Vec<f32>> {
-        let plane = CROP * CROP;
-        let mut values = vec![0f32; 3 * plane];
-        for (i, px) in crop.data().chunks_exact(3).enumerate() {
-            // swapRB: the blob's planes are R, G, B.
-            values[i] = f32::from(px[2]);
-            values[plane + i] = f32::from(px[1]);
-            values[2 * plane + i] = f32::from(px[0]);
-        }
-        let blob = Tensor::from_shape(&[1, 3, CROP, CROP], &values)?;
+        let blob = blob(crop)?;
         let out = self.plan.run(tvec!(blob.into_tvalue()))?;
         let first = out
             .first()
@@ -81,4 +78,16 @@ impl Embedder {
         Embedding::new(self.model.clone(), values)
             .map_err(|e| ExtractError::Inference(format!("SFace output: {e}")))
     }
+}
+
+/// A 112x112 crop as SFace's `1x3x112x112` blob of R, G, B planes (`swapRB`).
+fn blob(crop: &BgrImage) -> TractResult<Tensor> {
+    let plane = CROP * CROP;
+    let mut values = vec![0f32; 3 * plane];
+    for (i, px) in crop.data().chunks_exact(3).take(plane).enumerate() {
+        values[i] = f32::from(px[2]);
+        values[plane + i] = f32::from(px[1]);
+        values[2 * plane + i] = f32::from(px[0]);
+    }
+    Tensor::from_shape(&[1, 3, CROP, CROP], &values)
 }

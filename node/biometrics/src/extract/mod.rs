@@ -6,7 +6,9 @@
 //! - [`detect`]: YuNet, its post-processing and NMS -> [`Face`]s, best first.
 //! - [`align`]: the similarity transform to SFace's landmarks, warped to 112x112.
 //! - [`embed`]: SFace -> a unit-length 128-d [`Embedding`] of model `sface-2021dec`.
-//! - `model`: reading the ONNX files (checked, PRelu rewritten for speed).
+//! - `model`: reading the ONNX files (checked) and planning them, with operators of ours in
+//!   the place of tract's: `depthwise` (3x3 depthwise convolutions), `conv3x3`
+//!   (the first layer's), `maxpool` (2x2) and `prelu`.
 //! - [`prepare`]: OpenCV's resize and border padding, for inputs made by an OpenCV recipe
 //!   (the ORL test set); extraction itself never calls them.
 //!
@@ -16,13 +18,18 @@
 //! (tens of milliseconds), so an async caller runs them on a blocking thread.
 
 pub mod align;
+mod conv3x3;
 pub mod decode;
+mod depthwise;
 pub mod detect;
 pub mod embed;
+mod maxpool;
 mod model;
+mod prelu;
 pub mod prepare;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 use tract_onnx::prelude::*;
@@ -221,6 +228,27 @@ impl FaceExtractor {
     /// Stage three: the embedding of a 112x112 crop.
     pub fn embed(&self, crop: &BgrImage) -> Result<Embedding, ExtractError> {
         self.embedder.embed(crop)
+    }
+
+    /// The optimised tract plans, YuNet's for `image`'s padded size and SFace's, with an input
+    /// blob for each (the image, and the crop of its best face): for the `face_profile`
+    /// example's per-node timings, not an API.
+    #[doc(hidden)]
+    pub fn plans_for_profiling(
+        &self,
+        image: &BgrImage,
+    ) -> Result<[(Arc<TypedRunnableModel>, Tensor); 2], ExtractError> {
+        let faces = self.detect(image)?;
+        let face = faces.first().ok_or(ExtractError::NoFace)?;
+        let crop = self.align(image, face)?;
+        Ok([
+            self.detector
+                .plan_and_blob(image)
+                .map_err(ExtractError::inference)?,
+            self.embedder
+                .plan_and_blob(&crop)
+                .map_err(ExtractError::inference)?,
+        ])
     }
 }
 
