@@ -42,8 +42,28 @@
 //! lanes of rows not (or no longer) in the gallery hold `x4 = 0`. The offset is taken back
 //! once per row as `8 · Σ q`. 128-d: 64 bytes a row, plus 2 for `R`.
 
+use std::ops::Range;
+
 /// Rows per block.
 pub(crate) const LANES: usize = 8;
+
+/// What a scan does with the rows the bound cannot rule out.
+pub(crate) trait Visit {
+    /// The score a row must be able to reach to be visited. Read once per block (or pair
+    /// of blocks): if visiting raises it, the rest of the block is held to the older, lower
+    /// one, which only visits more.
+    fn threshold(&self) -> f32;
+    fn row(&mut self, row: usize);
+}
+
+/// Visits the rows of `block` set in `mask`, lowest first.
+#[inline(always)]
+fn visit_mask(block: usize, mut mask: u32, visit: &mut impl Visit) {
+    while mask != 0 {
+        visit.row(block * LANES + mask.trailing_zeros() as usize);
+        mask &= mask - 1;
+    }
+}
 
 /// The int8 step of one int4 unit.
 const STEP: i32 = 17;
@@ -246,7 +266,8 @@ impl Coarse {
         mask
     }
 
-    /// [`bounds`](Self::bounds) with AVX2, for a whole block (`block < len / LANES`).
+    /// [`bounds`](Self::bounds) with AVX2, for a whole block (`block < len / LANES`), any
+    /// dimension.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -280,11 +301,49 @@ impl Coarse {
             }
             sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, ones));
         }
+        self.finish_avx2(block, sums, probe)
+    }
+
+    /// The candidate bits of whole block `block` from its bounds `U`: the scalar
+    /// `score_from_dot`, lane by lane (convert, round to nearest; × the probe's inverse
+    /// norm, rounded; × the row's, rounded; no fused multiply-add), compared with `>=`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn reached_avx2(
+        block: usize,
+        bounds: std::arch::x86_64::__m256i,
+        probe: &CoarseProbe,
+        inverse_norms: &[f32],
+        threshold: f32,
+    ) -> u32 {
+        use std::arch::x86_64::*;
+        let rows = &inverse_norms[block * LANES..block * LANES + LANES];
+        let scores = _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_cvtepi32_ps(bounds), _mm256_set1_ps(probe.inverse)),
+            // SAFETY: `rows` holds 8 floats. Unaligned load.
+            unsafe { _mm256_loadu_ps(rows.as_ptr()) },
+        );
+        let reached = _mm256_cmp_ps::<_CMP_GE_OQ>(scores, _mm256_set1_ps(threshold));
+        _mm256_movemask_ps(reached) as u32
+    }
+
+    /// `U` from the nibble sums of a whole block: `17 · (sums - offset) + reach[R]`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn finish_avx2(
+        &self,
+        block: usize,
+        sums: std::arch::x86_64::__m256i,
+        probe: &CoarseProbe,
+    ) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let residuals = &self.residuals[block * LANES..block * LANES + LANES];
         let centred = _mm256_sub_epi32(sums, _mm256_set1_epi32(probe.offset));
         let scaled = _mm256_add_epi32(_mm256_slli_epi32::<4>(centred), centred); // × 17
-        // SAFETY: the block is whole, so its 8 residuals are in bounds. Unaligned load.
-        let r =
-            unsafe { _mm_loadu_si128(self.residuals[block * LANES..].as_ptr().cast::<__m128i>()) };
+        // SAFETY: `residuals` holds 8 u16 (16 bytes). Unaligned load.
+        let r = unsafe { _mm_loadu_si128(residuals.as_ptr().cast::<__m128i>()) };
         let largest = _mm256_set1_epi32(probe.reach.len() as i32 - 1);
         // Never binds (every R is at most the table's last index); keeps the gather in bounds.
         let index = _mm256_min_epu32(_mm256_cvtepu16_epi32(r), largest);
@@ -293,29 +352,109 @@ impl Coarse {
         _mm256_add_epi32(scaled, reach)
     }
 
-    /// [`candidates`](Self::candidates) with AVX2, for a whole block: the same bits.
+    /// The nibble sums of whole blocks `block` and `block + 1` of a 128-d gallery (16
+    /// chunks), unrolled, each probe vector loaded once for both blocks.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub fn candidates_avx2(
+    fn pair_sums_128(
         &self,
         block: usize,
+        q: &[std::arch::x86_64::__m256i; 32],
+    ) -> [std::arch::x86_64::__m256i; 2] {
+        use std::arch::x86_64::*;
+        const BLOCK: usize = 16 * 32;
+        let bytes = &self.bytes[block * BLOCK..(block + 2) * BLOCK];
+        let base = bytes.as_ptr();
+        let nibble = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut sums = [_mm256_setzero_si256(); 2];
+        for group in 0..4 {
+            // 8 `vpmaddubsw` results (≤ 3,840 each) per i16 lane: ≤ 30,720.
+            let mut pairs = [_mm256_setzero_si256(); 2];
+            for c in group * 4..group * 4 + 4 {
+                for (b, pair) in pairs.iter_mut().enumerate() {
+                    // SAFETY: `b * BLOCK + c * 32 + 32 <= 2 * BLOCK = bytes.len()`.
+                    let v = unsafe {
+                        _mm256_loadu_si256(base.add(b * BLOCK + c * 32).cast::<__m256i>())
+                    };
+                    let low = _mm256_and_si256(v, nibble);
+                    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                    *pair = _mm256_add_epi16(*pair, _mm256_maddubs_epi16(low, q[2 * c]));
+                    *pair = _mm256_add_epi16(*pair, _mm256_maddubs_epi16(high, q[2 * c + 1]));
+                }
+            }
+            for (sum, pair) in sums.iter_mut().zip(pairs) {
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pair, ones));
+            }
+        }
+        sums
+    }
+
+    /// Visits the rows of blocks `blocks` whose bound reaches the threshold, portably.
+    pub fn scan_portable(
+        &self,
+        blocks: Range<usize>,
         probe: &CoarseProbe,
         inverse_norms: &[f32],
-        threshold: f32,
-    ) -> u32 {
+        visit: &mut impl Visit,
+    ) {
+        for block in blocks {
+            let mask = self.candidates(block, probe, inverse_norms, visit.threshold());
+            visit_mask(block, mask, visit);
+        }
+    }
+
+    /// [`scan_portable`](Self::scan_portable) with AVX2: the same rows, in the same order,
+    /// for the same thresholds.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    pub fn scan_avx2(
+        &self,
+        blocks: Range<usize>,
+        probe: &CoarseProbe,
+        inverse_norms: &[f32],
+        visit: &mut impl Visit,
+    ) {
         use std::arch::x86_64::*;
-        let rows = &inverse_norms[block * LANES..block * LANES + LANES];
-        let bounds = self.bounds_avx2(block, probe);
-        // The scalar `score_from_dot`, lane by lane: convert (round to nearest), × the
-        // probe's inverse norm, × the row's, each rounded; no fused multiply-add.
-        let scores = _mm256_mul_ps(
-            _mm256_mul_ps(_mm256_cvtepi32_ps(bounds), _mm256_set1_ps(probe.inverse)),
-            // SAFETY: `rows` holds 8 floats. Unaligned load.
-            unsafe { _mm256_loadu_ps(rows.as_ptr()) },
-        );
-        let reached = _mm256_cmp_ps::<_CMP_GE_OQ>(scores, _mm256_set1_ps(threshold));
-        _mm256_movemask_ps(reached) as u32
+        let whole = blocks.end.min(self.len() / LANES);
+        let mut block = blocks.start;
+        if self.chunks == 16 && probe.low.len() == 16 {
+            let mut q = [_mm256_setzero_si256(); 32];
+            for c in 0..16 {
+                q[2 * c] = _mm256_set1_epi32(probe.low[c]);
+                q[2 * c + 1] = _mm256_set1_epi32(probe.high[c]);
+            }
+            while block + 2 <= whole {
+                // The pair 8 blocks (4 KiB) ahead: on this shared machine the scan ran at
+                // 3 ms with it and 4-9 ms without (the hardware prefetcher alone).
+                let ahead = self.bytes.as_ptr().wrapping_add((block + 8) * 512);
+                for line in 0..16 {
+                    // A prefetch never faults, even past the end of the array.
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast::<i8>());
+                }
+                let threshold = visit.threshold();
+                let [s0, s1] = self.pair_sums_128(block, &q);
+                let u0 = self.finish_avx2(block, s0, probe);
+                let u1 = self.finish_avx2(block + 1, s1, probe);
+                let m0 = Self::reached_avx2(block, u0, probe, inverse_norms, threshold);
+                let m1 = Self::reached_avx2(block + 1, u1, probe, inverse_norms, threshold);
+                visit_mask(block, m0, visit);
+                visit_mask(block + 1, m1, visit);
+                block += 2;
+            }
+        }
+        while block < whole {
+            let bounds = self.bounds_avx2(block, probe);
+            let threshold = visit.threshold();
+            let mask = Self::reached_avx2(block, bounds, probe, inverse_norms, threshold);
+            visit_mask(block, mask, visit);
+            block += 1;
+        }
+        for block in block..blocks.end {
+            let mask = self.candidates(block, probe, inverse_norms, visit.threshold());
+            visit_mask(block, mask, visit);
+        }
     }
 
     /// The AVX2 bounds of a whole block, as an array (for the tests).
@@ -381,10 +520,22 @@ mod tests {
             .sum()
     }
 
+    /// Records the rows visited at a fixed threshold.
+    struct Recorder(f32, Vec<usize>);
+
+    impl Visit for Recorder {
+        fn threshold(&self) -> f32 {
+            self.0
+        }
+        fn row(&mut self, row: usize) {
+            self.1.push(row);
+        }
+    }
+
     #[test]
     fn the_bound_is_at_least_the_dot_and_avx2_agrees() {
         for dimension in [1, 7, 8, 9, 33, 128, 200] {
-            let rows = rows(dimension, 45, dimension as u64);
+            let rows = rows(dimension, 61, dimension as u64);
             let mut coarse = Coarse::new(dimension);
             for r in &rows {
                 coarse.push(r);
@@ -407,10 +558,19 @@ mod tests {
                         // SAFETY: AVX2 just detected.
                         let fast = unsafe { coarse.bounds_avx2_array(block, &p) };
                         assert_eq!(fast, bounds);
-                        for t in [-1.0, 0.0, 0.3, 0.5, 1.0, f32::NAN] {
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let blocks = coarse.blocks();
+                    for range in [0..blocks, 1..blocks, 0..blocks.saturating_sub(1), 3..4] {
+                        for t in [f32::NEG_INFINITY, -1.0, 0.0, 0.3, 0.5, 1.0, f32::NAN] {
+                            let mut slow = Recorder(t, Vec::new());
+                            coarse.scan_portable(range.clone(), &p, &inverse, &mut slow);
+                            let mut fast = Recorder(t, Vec::new());
                             // SAFETY: AVX2 just detected.
-                            let m = unsafe { coarse.candidates_avx2(block, &p, &inverse, t) };
-                            assert_eq!(m, coarse.candidates(block, &p, &inverse, t));
+                            unsafe { coarse.scan_avx2(range.clone(), &p, &inverse, &mut fast) };
+                            assert_eq!(fast.1, slow.1, "dimension {dimension} {range:?} {t}");
                         }
                     }
                 }
