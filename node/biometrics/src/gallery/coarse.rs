@@ -4,10 +4,11 @@
 //!
 //! # The bound
 //!
-//! Each row's int8 values `x` (in -128..=127) are kept as `x4 = clamp(round(x / 17), -8, 7)`
-//! plus the residual `r = x - 17·x4`. For every int8 value `|x / 17 - round(x / 17)| <= 1/2`,
-//! so `|r| <= 8.5`, an integer, so `|r| <= 8` (and the clamp never binds: `round(-128 / 17)`
-//! is -8, `round(127 / 17)` is 7). The row keeps `R = ceil(sqrt(Σ r²))`, so `|r| <= R`.
+//! Each value `x_i` of a row (int8, -128..=127) is kept as `x4_i = clamp(round(x_i / 17),
+//! -8, 7)`, leaving the residual `r_i = x_i - 17·x4_i`. For every int8 value
+//! `|x_i / 17 - round(x_i / 17)| <= 1/2`, so `|r_i| <= 8.5`, an integer, so `|r_i| <= 8`
+//! (and the clamp never binds: `round(-128 / 17)` is -8, `round(127 / 17)` is 7). The row
+//! keeps `R = ceil(sqrt(Σ r_i²))`, so the residual vector's norm `|r| <= R`.
 //!
 //! For a probe `q` (int8), with integers throughout:
 //!
