@@ -52,7 +52,7 @@ pub struct ScanPlan {
 
 impl ScanPlan {
     /// Fewest rows worth a thread of their own (a thread costs tens of microseconds to
-    /// start; this many rows take about 2 ms to scan).
+    /// start; this many rows take about 0.1 ms to scan with the pre-filter, 0.6 ms without).
     pub const ROWS_PER_THREAD: usize = 32_768;
 }
 
