@@ -1,18 +1,21 @@
-//! 1:N de-dup at scale: a synthetic gallery fitted to ORL, the exact gallery against the
-//! HNSW gallery (build time, memory, latency, recall), and the vectors written out for the
-//! FAISS side (`bench/dedup_vs_faiss.sh` runs both).
+//! 1:N de-dup at scale: a synthetic gallery fitted to ORL, the exact gallery (plain scan and
+//! int4 pre-filter, on 1 and more threads) and the HNSW gallery (build time, memory,
+//! latency, recall), and the vectors written out for the FAISS side
+//! (`bench/dedup_vs_faiss.sh` runs both).
 //!
-//! `cargo run -p quorumid-biometrics --profile ci --example dedup_bench -- [--n 1000000]
-//! [--queries 1000] [--m 16] [--ef-construction 100] [--ef 16,32,64,128] [--threshold 0.438]
-//! [--seed 42] [--out DIR] [--graph FILE]`
+//! `cargo run -p quorumid-biometrics --release --no-default-features --example dedup_bench --
+//! [--n 1000000] [--queries 1000] [--m 16] [--ef-construction 100] [--ef 16,32,64,128]
+//! [--threshold 0.438] [--strict 0.6] [--threads 1,2] [--seed 42] [--out DIR] [--graph FILE]
+//! [--no-graph true]`
 //!
 //! With `--graph FILE`, the HNSW gallery is read from `FILE` if it exists (what a node
-//! restoring a persisted graph does) and otherwise built and written there.
+//! restoring a persisted graph does) and otherwise built and written there; `--no-graph
+//! true` measures the exact gallery only.
 //!
 //! Writes to `DIR` (default `$HOME/.cache/quorumid-dedup`): `gallery.fvecs` (template `i`
 //! has key `i`), `queries.fvecs` (duplicates first: fresh samples of enrolled identities,
-//! then as many newcomers), `truth.ivecs` (the exact int8 top 10 of each query) and
-//! `rust.tsv` (one line per ef).
+//! then as many newcomers), `truth.ivecs` (the exact int8 top 10 of each query),
+//! `exact.tsv` (one line per scan plan and search) and `rust.tsv` (one line per ef).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,7 +24,9 @@ use std::time::Instant;
 
 use quorumid_biometrics::calibration::pair_scores;
 use quorumid_biometrics::face::{Embedding, FaceTemplate, ModelId};
-use quorumid_biometrics::gallery::{Gallery, GalleryMatch, HnswGallery, HnswParams};
+use quorumid_biometrics::gallery::{
+    Gallery, GalleryMatch, HnswGallery, HnswParams, ScanCount, ScanPlan,
+};
 use quorumid_biometrics::synthetic::{Rng, ScoreTargets, SyntheticFaces, quantile};
 
 type Error = Box<dyn std::error::Error>;
@@ -33,9 +38,12 @@ struct Args {
     ef_construction: usize,
     ef: Vec<usize>,
     threshold: f32,
+    strict: f32,
+    threads: Vec<usize>,
     seed: u64,
     out: PathBuf,
     graph: Option<PathBuf>,
+    no_graph: bool,
 }
 
 fn args() -> Result<Args, Error> {
@@ -47,9 +55,12 @@ fn args() -> Result<Args, Error> {
         ef_construction: 100,
         ef: vec![16, 32, 64, 128],
         threshold: 0.438,
+        strict: 0.6,
+        threads: vec![1, 2],
         seed: 42,
         out: Path::new(&home).join(".cache/quorumid-dedup"),
         graph: None,
+        no_graph: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +72,11 @@ fn args() -> Result<Args, Error> {
             "--ef-construction" => a.ef_construction = value.parse()?,
             "--ef" => a.ef = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--threshold" => a.threshold = value.parse()?,
+            "--strict" => a.strict = value.parse()?,
+            "--threads" => {
+                a.threads = value.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+            "--no-graph" => a.no_graph = value.parse()?,
             "--seed" => a.seed = value.parse()?,
             "--out" => a.out = value.into(),
             "--graph" => a.graph = Some(value.into()),
@@ -122,6 +138,150 @@ fn thread_cpu() -> f64 {
     // SAFETY: `t` is a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// The process's CPU time, all threads: a split scan's cost on both cores.
+fn process_cpu() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// One search of the exact gallery, as the bench runs it.
+#[derive(Clone, Copy)]
+enum ExactSearch {
+    /// `search(probe, threshold)`: the node's de-dup.
+    Dedup(f32),
+    /// `nearest(probe, 10)`.
+    Top10,
+}
+
+/// What the exact gallery answered for every query under the reference plan (plain scan,
+/// one thread): what every other plan must answer, bit for bit.
+struct ExactTruth {
+    best: Vec<Option<GalleryMatch>>,
+    top: Vec<Vec<GalleryMatch>>,
+}
+
+fn same(a: &[GalleryMatch], b: &[GalleryMatch]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.key == y.key && x.score.to_bits() == y.score.to_bits())
+}
+
+/// Runs `search` for every query under `plan`; prints and records one line.
+#[allow(clippy::too_many_arguments)]
+fn measure_exact(
+    gallery: &mut Gallery,
+    plan: ScanPlan,
+    search: ExactSearch,
+    queries: &[(Option<usize>, FaceTemplate)],
+    truth: Option<&ExactTruth>,
+    tsv: &mut impl Write,
+) -> Result<ExactTruth, Error> {
+    gallery.set_plan(plan);
+    let mut answers = ExactTruth {
+        best: Vec::new(),
+        top: Vec::new(),
+    };
+    let (mut wall, mut cpu, mut rechecked) = (Vec::new(), Vec::new(), Vec::new());
+    let mut threads = 0;
+    let t_all = Instant::now();
+    for (_, q) in queries {
+        let (t0, c0) = (Instant::now(), process_cpu());
+        let count: ScanCount = match search {
+            ExactSearch::Dedup(t) => {
+                let (best, count) = gallery.search_counted(q, t)?;
+                answers.best.push(best);
+                count
+            }
+            ExactSearch::Top10 => {
+                let (top, count) = gallery.nearest_counted(q, 10)?;
+                answers.top.push(top);
+                count
+            }
+        };
+        wall.push(t0.elapsed().as_secs_f64());
+        cpu.push(process_cpu() - c0);
+        rechecked.push(count.rechecked as f64);
+        threads = count.threads;
+    }
+    let qps = queries.len() as f64 / t_all.elapsed().as_secs_f64();
+    // Misses: a query whose reference answer differs (a match not found, another key, or
+    // another score to the bit). With a threshold, also the queries that have a match.
+    let (mut misses, mut with_match) = (0, 0);
+    if let Some(truth) = truth {
+        for i in 0..queries.len() {
+            match search {
+                ExactSearch::Dedup(_) => {
+                    let (want, got) = (truth.best[i], answers.best[i]);
+                    with_match += usize::from(want.is_some());
+                    let equal = match (want, got) {
+                        (None, None) => true,
+                        (Some(w), Some(g)) => {
+                            w.key == g.key && w.score.to_bits() == g.score.to_bits()
+                        }
+                        _ => false,
+                    };
+                    misses += usize::from(!equal);
+                }
+                ExactSearch::Top10 => {
+                    with_match += 1;
+                    misses += usize::from(!same(&truth.top[i], &answers.top[i]));
+                }
+            }
+        }
+    }
+    let mean_rechecked = rechecked.iter().sum::<f64>() / rechecked.len() as f64;
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    rechecked.sort_by(f64::total_cmp);
+    let name = match search {
+        ExactSearch::Dedup(t) => format!("search >= {t}"),
+        ExactSearch::Top10 => "nearest 10".to_string(),
+    };
+    let scan = if plan.prefilter {
+        "int4 pre-filter"
+    } else {
+        "plain int8"
+    };
+    let misses = if truth.is_some() {
+        format!("{misses} of {with_match}")
+    } else {
+        "(reference)".to_string()
+    };
+    println!(
+        "| {scan} | {threads} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {qps:.0} | {misses} | {mean_rechecked:.0} / {:.0} | {} |",
+        percentile_ms(&wall, 0.5),
+        percentile_ms(&wall, 0.99),
+        percentile_ms(&wall, 0.999),
+        percentile_ms(&cpu, 0.5),
+        percentile_ms(&cpu, 0.99),
+        rechecked[(rechecked.len() * 99 / 100).min(rechecked.len() - 1)],
+        uptime()
+    );
+    writeln!(
+        tsv,
+        "{}\t{threads}\t{name}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{qps:.0}\t{misses}\t{mean_rechecked:.0}",
+        plan.prefilter,
+        percentile_ms(&wall, 0.5),
+        percentile_ms(&wall, 0.99),
+        percentile_ms(&wall, 0.999),
+        percentile_ms(&cpu, 0.5),
+        percentile_ms(&cpu, 0.99),
+    )?;
+    Ok(answers)
 }
 
 fn percentile_ms(sorted: &[f64], q: f64) -> f64 {
@@ -219,47 +379,101 @@ fn main() -> Result<(), Error> {
         a.out.display()
     );
 
-    // 3. Exact reference: the linear int8 gallery.
+    // 3. The exact gallery: the plain int8 scan on one thread is the reference; every
+    //    other plan (threads, int4 pre-filter) must give its answers to the bit.
     let mut exact = Gallery::new(model.clone());
     for (i, t) in templates.iter().enumerate() {
         exact.insert(i as u64, t)?;
     }
-    let mut exact_ms = Vec::new();
-    let mut truth: Vec<Vec<GalleryMatch>> = Vec::new();
+    println!(
+        "exact gallery: {} templates, {:.0} bytes/template counted; load average {}",
+        exact.len(),
+        exact.memory_bytes() as f64 / a.n as f64,
+        uptime()
+    );
+    let mut exact_tsv = BufWriter::new(File::create(a.out.join("exact.tsv"))?);
+    writeln!(
+        exact_tsv,
+        "prefilter\tthreads\tsearch\tp50_ms\tp99_ms\tp999_ms\tcpu_p50_ms\tcpu_p99_ms\tqps\tmisses\trechecked"
+    )?;
+    println!(
+        "| scan | threads | search | p50 ms | p99 ms | p99.9 ms | CPU p50 ms | CPU p99 ms | qps | differing from the plain scan | rows scored exactly, mean / p99 | load average |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let searches = [
+        ExactSearch::Dedup(a.threshold),
+        ExactSearch::Dedup(a.strict),
+        ExactSearch::Top10,
+    ];
+    let plain = ScanPlan {
+        threads: 1,
+        prefilter: false,
+    };
+    let mut references = Vec::new();
+    for &search in &searches {
+        references.push(measure_exact(
+            &mut exact,
+            plain,
+            search,
+            &queries,
+            None,
+            &mut exact_tsv,
+        )?);
+    }
+    for prefilter in [false, true] {
+        for &threads in &a.threads {
+            let plan = ScanPlan { threads, prefilter };
+            if plan == plain {
+                continue;
+            }
+            for (&search, reference) in searches.iter().zip(&references) {
+                measure_exact(
+                    &mut exact,
+                    plan,
+                    search,
+                    &queries,
+                    Some(reference),
+                    &mut exact_tsv,
+                )?;
+            }
+        }
+    }
+    exact_tsv.flush()?;
+    let truth: Vec<Vec<GalleryMatch>> = references.pop().map(|r| r.top).unwrap_or_default();
     let mut truth_file = BufWriter::new(File::create(a.out.join("truth.ivecs"))?);
-    for (_, q) in &queries {
-        let t0 = Instant::now();
-        let top = exact.nearest(q, 10)?;
-        exact_ms.push(t0.elapsed().as_secs_f64());
+    for top in &truth {
         let ids: Vec<i32> = top.iter().map(|m| m.key as i32).collect();
         write_vec(&mut truth_file, &ids, i32::to_le_bytes)?;
-        truth.push(top);
     }
     truth_file.flush()?;
-    exact_ms.sort_by(f64::total_cmp);
     let above: Vec<bool> = truth
         .iter()
         .map(|t| t.first().is_some_and(|m| m.score >= a.threshold))
         .collect();
+    for (t, reference) in [a.threshold, a.strict].iter().zip(&references) {
+        let dup = reference.best[..a.queries]
+            .iter()
+            .filter(|b| b.is_some())
+            .count();
+        let new = reference.best[a.queries..]
+            .iter()
+            .filter(|b| b.is_some())
+            .count();
+        println!(
+            "queries with a template >= {t}: {dup} of {} duplicates, {new} of {} newcomers",
+            a.queries, a.queries
+        );
+    }
     let dup_above = queries
         .iter()
         .zip(&above)
         .filter(|((p, _), x)| p.is_some() && **x)
         .count();
-    let new_above = above.iter().filter(|&&x| x).count() - dup_above;
-    println!(
-        "exact gallery: {:.0} bytes/template; top-10 scan p50 {:.2} ms, p99 {:.2} ms; queries with a \
-         template >= {}: {} of {} duplicates, {} of {} newcomers",
-        exact.memory_bytes() as f64 / a.n as f64,
-        percentile_ms(&exact_ms, 0.5),
-        percentile_ms(&exact_ms, 0.99),
-        a.threshold,
-        dup_above,
-        a.queries,
-        new_above,
-        a.queries
-    );
     drop(exact);
+    if a.no_graph {
+        println!("peak RSS: {:.0} MiB", rss_bytes() as f64 / (1 << 20) as f64);
+        return Ok(());
+    }
 
     // 4. The HNSW gallery: what a node does at start (insert every template).
     let rss_before = rss_bytes();

@@ -221,7 +221,7 @@ fn dot_i8_plain(a: &[i8], b: &[i8]) -> i32 {
 /// (`vpmaddwd`); the same integer sum as [`dot_i8`], so the same score to the bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+pub(crate) fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     use std::arch::x86_64::{
         __m128i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadu_si128, _mm_shuffle_epi32,
         _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepi8_epi16, _mm256_extracti128_si256,
@@ -347,7 +347,16 @@ impl FaceTemplate {
 /// The one formula every int8 score uses, so 1:1 and 1:N agree to the bit.
 #[inline(always)]
 pub(crate) fn cosine_i8(a: &[i8], inverse_a: f32, b: &[i8], inverse_b: f32) -> f32 {
-    dot_i8(a, b) as f32 * inverse_a * inverse_b
+    score_from_dot(dot_i8(a, b), inverse_a, inverse_b)
+}
+
+/// The score of an integer dot product: `dot`, then `× inverse_a`, then `× inverse_b`, each
+/// rounded to `f32` as it goes. Every step is monotone (non-decreasing in `dot` for the
+/// non-negative inverse norms), which the gallery's pre-filter relies on: a bound on `dot`
+/// put through this same function bounds the score.
+#[inline(always)]
+pub(crate) fn score_from_dot(dot: i32, inverse_a: f32, inverse_b: f32) -> f32 {
+    dot as f32 * inverse_a * inverse_b
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use quorumid_biometrics::calibration::pair_scores;
 use quorumid_biometrics::face::{Embedding, FaceError, FaceTemplate, ModelId};
-use quorumid_biometrics::gallery::{Gallery, HnswGallery, HnswParams};
+use quorumid_biometrics::gallery::{Gallery, GalleryMatch, HnswGallery, HnswParams, ScanPlan};
 use quorumid_biometrics::synthetic::{Rng, ScoreTargets, SyntheticFaces};
 
 /// The node's default de-dup threshold (BENCHMARKS.md, FMR 1e-4 on ORL).
@@ -390,4 +390,130 @@ fn a_damaged_gallery_file_is_refused_or_searched_without_panic() {
         refused > 100 && read > 100,
         "{refused} refused, {read} read"
     );
+}
+
+/// Templates at the edges of the int8 range: every value at +127 or -128 (-128 is reachable
+/// through `from_parts`), alternating, one-hot. Their 4-bit residuals are the largest.
+fn extremes() -> Vec<FaceTemplate> {
+    let make = |values: Vec<i8>| FaceTemplate::from_parts(sface(), 0.01, values).unwrap();
+    let mut out = vec![
+        make(vec![127; 128]),
+        make(vec![-128; 128]),
+        make(
+            (0..128)
+                .map(|d| if d % 2 == 0 { 127 } else { -128 })
+                .collect(),
+        ),
+        make((0..128).map(|d| if d < 64 { 127 } else { -128 }).collect()),
+    ];
+    for d in [0, 63, 127] {
+        let mut v = vec![0i8; 128];
+        v[d] = -128;
+        out.push(make(v.clone()));
+        v[d] = 127;
+        out.push(make(v));
+    }
+    out
+}
+
+/// The exact gallery's answers under `plan` against the plain scan's and against
+/// `FaceTemplate::score` itself (the definition), at the de-dup threshold, at 0.6, and at
+/// thresholds equal to stored scores (rows exactly on the threshold). Returns the mean rows
+/// scored exactly per de-dup search.
+fn check_exact_plan(w: &World, extra: &[FaceTemplate], plan: ScanPlan) -> f64 {
+    let rows: Vec<&FaceTemplate> = w.gallery.iter().chain(extra).collect();
+    let mut gallery = Gallery::new(sface());
+    for (key, t) in rows.iter().enumerate() {
+        gallery.insert(key as u64, t).unwrap();
+    }
+    let mut plain = gallery.clone();
+    plain.set_plan(ScanPlan {
+        threads: 1,
+        prefilter: false,
+    });
+    gallery.set_plan(plan);
+    let bits = |m: &[GalleryMatch]| -> Vec<(u64, u32)> {
+        m.iter().map(|m| (m.key, m.score.to_bits())).collect()
+    };
+    let probes: Vec<&FaceTemplate> = w
+        .duplicates
+        .iter()
+        .map(|(_, t)| t)
+        .chain(&w.newcomers)
+        .chain(extra)
+        .collect();
+    let (mut rechecked, mut searches) = (0, 0);
+    for probe in probes {
+        let scores: Vec<f32> = rows.iter().map(|t| probe.score(t).unwrap()).collect();
+        let top = plain.nearest(probe, 10).unwrap();
+        assert_eq!(bits(&gallery.nearest(probe, 10).unwrap()), bits(&top));
+        let mut thresholds = vec![DEDUP_THRESHOLD, 0.6];
+        thresholds.extend([0, 4, 9].map(|i| top[i].score));
+        for t in thresholds {
+            // The definition: the best row at or above t, the lowest row on a tie.
+            let want = scores
+                .iter()
+                .enumerate()
+                .filter(|&(_, &s)| s >= t)
+                .fold(None::<(usize, f32)>, |b, (i, &s)| match b {
+                    Some((_, bs)) if s <= bs => b,
+                    _ => Some((i, s)),
+                })
+                .map(|(i, s)| (i as u64, s.to_bits()));
+            let (got, count) = gallery.search_counted(probe, t).unwrap();
+            assert_eq!(
+                got.map(|m| (m.key, m.score.to_bits())),
+                want,
+                "threshold {t}"
+            );
+            assert_eq!(plain.search(probe, t).unwrap(), got);
+            let all = gallery.search_all(probe, t).unwrap();
+            assert_eq!(bits(&all), bits(&plain.search_all(probe, t).unwrap()));
+            assert_eq!(all.len(), scores.iter().filter(|&&s| s >= t).count());
+            assert_eq!(count.rows, rows.len());
+            if t == DEDUP_THRESHOLD {
+                rechecked += count.rechecked;
+                searches += 1;
+            }
+        }
+    }
+    rechecked as f64 / searches as f64
+}
+
+#[test]
+fn the_prefiltered_exact_search_finds_what_the_plain_scan_finds() {
+    let w = world(20_000, 150, 20);
+    let extra = extremes();
+    let one = ScanPlan {
+        threads: 1,
+        prefilter: true,
+    };
+    let rechecked = check_exact_plan(&w, &extra, one);
+    // Measured: 49 rows a search (0.25 %); the pre-filter must rule out most of them.
+    eprintln!("rows scored exactly per de-dup search: {rechecked:.0} of 20,011");
+    assert!(rechecked < 1_000.0, "{rechecked}");
+}
+
+#[test]
+fn the_exact_search_split_over_threads_finds_what_one_thread_finds() {
+    // Big enough for three threads (ScanPlan::ROWS_PER_THREAD rows each).
+    let w = world(3 * ScanPlan::ROWS_PER_THREAD + 100, 40, 21);
+    let extra = extremes();
+    for prefilter in [true, false] {
+        let plan = ScanPlan {
+            threads: 3,
+            prefilter,
+        };
+        check_exact_plan(&w, &extra, plan);
+    }
+    let mut g = Gallery::new(sface());
+    for (key, t) in w.gallery.iter().enumerate() {
+        g.insert(key as u64, t).unwrap();
+    }
+    g.set_plan(ScanPlan {
+        threads: 3,
+        prefilter: true,
+    });
+    let (_, count) = g.search_counted(&w.newcomers[0], DEDUP_THRESHOLD).unwrap();
+    assert_eq!(count.threads, 3);
 }

@@ -98,7 +98,8 @@ fn gallery_finds_every_other_image_of_the_subject() {
         gallery.insert(key as u64, t).unwrap();
     }
     let per_template = gallery.memory_bytes() as f64 / gallery.len() as f64;
-    assert!(per_template < 256.0, "{per_template} bytes per template");
+    // 128 int8 + 64 int4 + 2 (residual bound) + key, norm, key index and capacity slack.
+    assert!(per_template < 320.0, "{per_template} bytes per template");
     let mut found = 0;
     let mut expected = 0;
     for (i, probe) in templates.iter().enumerate() {

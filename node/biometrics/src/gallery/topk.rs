@@ -65,6 +65,25 @@ impl TopK {
         }
     }
 
+    /// The score a row must reach to be kept: the k-th best so far, or -∞ until there are
+    /// `k` (+∞ if `k` is 0: nothing is kept).
+    pub fn floor(&self) -> f32 {
+        if self.k == 0 {
+            f32::INFINITY
+        } else if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.0.score)
+        }
+    }
+
+    /// Adds the rows kept by `other` (of the same `k` or any): the `k` best of both.
+    pub fn merge(&mut self, other: TopK) {
+        for std::cmp::Reverse((s, key)) in other.heap {
+            self.offer(s.score, s.row, key);
+        }
+    }
+
     /// Best first.
     pub fn into_sorted(self) -> Vec<GalleryMatch> {
         // `into_sorted_vec` is ascending in `Reverse`, i.e. best first.
