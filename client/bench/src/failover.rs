@@ -52,29 +52,30 @@ struct Attempt {
     outcome: String,
 }
 
-/// The attempts as one line each, runs of the same member and outcome folded together.
+/// The attempts as lines, consecutive attempts with the same outcome (on any member)
+/// folded into one: first and last start, count, the longest, the outcome.
 fn timeline(attempts: &[Attempt]) -> String {
+    const OUTCOME_CHARS: usize = 110;
     let mut lines: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < attempts.len() {
-        let a = &attempts[i];
-        let mut j = i + 1;
-        while j < attempts.len()
-            && attempts[j].member == a.member
-            && attempts[j].outcome == a.outcome
-        {
-            j += 1;
-        }
-        let longest = attempts[i..j].iter().map(|a| a.took_ms).fold(0.0, f64::max);
+    for run in attempts.chunk_by(|a, b| a.outcome == b.outcome) {
+        let (first, last) = (&run[0], &run[run.len() - 1]);
+        let mut members: Vec<usize> = run.iter().map(|a| a.member).collect();
+        members.sort_unstable();
+        members.dedup();
+        let longest = run.iter().map(|a| a.took_ms).fold(0.0, f64::max);
         lines.push(format!(
-            "  +{:>6.1} ms  member {}  x{:<3} longest {:>6.1} ms  {}",
-            a.started_ms,
-            a.member,
-            j - i,
+            "  +{:>6.1}..{:>6.1} ms  x{:<3} members {:?}  longest {:>5.1} ms  {}",
+            first.started_ms,
+            last.started_ms,
+            run.len(),
+            members,
             longest,
-            a.outcome
+            first
+                .outcome
+                .chars()
+                .take(OUTCOME_CHARS)
+                .collect::<String>()
         ));
-        i = j;
     }
     lines.join("\n")
 }
@@ -147,4 +148,33 @@ where
     }
     cluster.settled().await?;
     Ok(Failover::new(system, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(member: usize, started_ms: f64, outcome: &str) -> Attempt {
+        Attempt {
+            member,
+            started_ms,
+            took_ms: 1.0,
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn the_timeline_folds_repeated_outcomes_across_members() {
+        let attempts = [
+            attempt(1, 0.0, "leader unreachable"),
+            attempt(2, 12.0, "leader unreachable"),
+            attempt(1, 24.0, "no leader"),
+            attempt(2, 36.0, "acknowledged"),
+        ];
+        let lines: Vec<String> = timeline(&attempts).lines().map(String::from).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("x2") && lines[0].contains("[1, 2]"));
+        assert!(lines[0].contains("12.0") && lines[0].ends_with("leader unreachable"));
+        assert!(lines[2].ends_with("acknowledged"));
+    }
 }
