@@ -43,7 +43,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// with 4): there the cost is CPU per entry, and fewer, larger entries cost less.
 const MAX_IN_FLIGHT: usize = 1;
 /// A batch takes more commands while its templates add up to less than this (a single
-/// command may be larger). 64 entries of this size fit a Raft message.
+/// command may be larger). 16 entries of this size (an AppendEntries at most, openraft's
+/// `max_payload_entries`) fit a Raft message.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Commands waiting for a batch, at most; further writes wait to be queued.
 const QUEUE: usize = 4_096;
