@@ -21,6 +21,7 @@ use super::depthwise::{
     Epilogue, Geometry, SHORT_ROW, TAPS, Values, WithEpilogue, accumulate_row, fill_phases,
     post_row, replace,
 };
+use super::model::{eval_planned, planned_output_facts};
 
 /// The most input channels taken (their phase planes are all kept at once).
 const MAX_INPUTS: usize = 4;
@@ -215,36 +216,14 @@ impl EvalOp for Conv3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        ensure!(
-            input.shape() == &self.input_shape[..],
-            "convolution planned for {:?}, given {:?}",
-            self.input_shape,
-            input.shape()
-        );
-        let view = input.try_as_plain_ram()?;
-        let mut output = Tensor::zero::<f32>(&self.output_shape)?;
-        self.run(
-            view.as_slice::<f32>()?,
-            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(output.into_tvalue()))
+        let (input, output) = (&self.input_shape, &self.output_shape);
+        eval_planned("convolution", input, output, inputs, |i, o| self.run(i, o))
     }
 }
 
 impl TypedOp for Conv3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
-            "the convolution takes one f32 tensor"
-        );
-        ensure!(
-            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
-            "the convolution is planned for {:?}, given {:?}",
-            self.input_shape,
-            inputs[0].shape
-        );
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        planned_output_facts("convolution", &self.input_shape, &self.output_shape, inputs)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -262,20 +241,9 @@ impl TypedOp for Conv3x3 {
 mod tests {
     use super::*;
     use crate::extract::prelu::PRelu;
+    use crate::extract::random_values;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math;
-
-    /// A small deterministic generator (xorshift), values in [-1, 1).
-    fn random(seed: &mut u64, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn matches_tract_on_random_inputs() {
@@ -291,8 +259,9 @@ mod tests {
             let label = format!("{i}->{o} {h}x{w} stride {stride} then {then}");
             let mut model = TypedModel::default();
             let x = model.add_source("x", f32::fact([1, i, h, w])).unwrap();
-            let kernel = Tensor::from_shape(&[o, i, 3, 3], &random(&mut seed, o * i * 9)).unwrap();
-            let bias = Tensor::from_shape(&[o], &random(&mut seed, o)).unwrap();
+            let kernel =
+                Tensor::from_shape(&[o, i, 3, 3], &random_values(&mut seed, o * i * 9)).unwrap();
+            let bias = Tensor::from_shape(&[o], &random_values(&mut seed, o)).unwrap();
             let kernel = model.add_const("kernel", kernel).unwrap();
             let bias = model.add_const("bias", bias).unwrap();
             let conv = Conv {
@@ -315,14 +284,15 @@ mod tests {
                 let zero = model.add_const("zero", zero).unwrap();
                 y = model.wire_node("relu", math::max(), &[y, zero]).unwrap()[0];
             } else if then == 2 {
-                let slopes = Tensor::from_shape(&[o, 1, 1], &random(&mut seed, o)).unwrap();
+                let slopes = Tensor::from_shape(&[o, 1, 1], &random_values(&mut seed, o)).unwrap();
                 let fact = model.outlet_fact(y).unwrap().clone();
                 let slopes = TypedFact::try_from(slopes).unwrap();
                 let prelu = PRelu::for_facts(&fact, &slopes).unwrap().unwrap();
                 y = model.wire_node("prelu", prelu, &[y]).unwrap()[0];
             }
             model.select_output_outlets(&[y]).unwrap();
-            let input = Tensor::from_shape(&[1, i, h, w], &random(&mut seed, i * h * w)).unwrap();
+            let input =
+                Tensor::from_shape(&[1, i, h, w], &random_values(&mut seed, i * h * w)).unwrap();
             let run = |model: TypedModel| {
                 let plan = model.into_optimized().unwrap().into_runnable().unwrap();
                 let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();

@@ -26,6 +26,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 
+use super::model::{eval_planned, planned_output_facts};
+
 use super::prelu::PRelu;
 
 /// Taps of a 3x3 kernel.
@@ -493,36 +495,21 @@ impl EvalOp for Depthwise3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        ensure!(
-            input.shape() == &self.input_shape[..],
-            "depthwise convolution planned for {:?}, given {:?}",
-            self.input_shape,
-            input.shape()
-        );
-        let view = input.try_as_plain_ram()?;
-        let mut output = Tensor::zero::<f32>(&self.output_shape)?;
-        self.run(
-            view.as_slice::<f32>()?,
-            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(output.into_tvalue()))
+        let (input, output) = (&self.input_shape, &self.output_shape);
+        eval_planned("depthwise convolution", input, output, inputs, |i, o| {
+            self.run(i, o)
+        })
     }
 }
 
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
-            "the depthwise convolution takes one f32 tensor"
-        );
-        ensure!(
-            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
-            "the depthwise convolution is planned for {:?}, given {:?}",
-            self.input_shape,
-            inputs[0].shape
-        );
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        planned_output_facts(
+            "depthwise convolution",
+            &self.input_shape,
+            &self.output_shape,
+            inputs,
+        )
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -9,6 +9,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::model::{eval_planned, planned_output_facts};
+
 /// The operator tract runs in the place of a 2x2, stride 2 `MaxPool`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MaxPool2x2 {
@@ -85,38 +87,17 @@ impl EvalOp for MaxPool2x2 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        ensure!(
-            input.shape() == &self.input_shape[..],
-            "max pooling planned for {:?}, given {:?}",
-            self.input_shape,
-            input.shape()
-        );
-        let view = input.try_as_plain_ram()?;
-        let mut output = Tensor::zero::<f32>(&self.output_shape)?;
-        let rank = self.input_shape.len();
-        pool(
-            view.as_slice::<f32>()?,
-            [self.input_shape[rank - 2], self.input_shape[rank - 1]],
-            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(output.into_tvalue()))
+        let (input, output) = (&self.input_shape, &self.output_shape);
+        let plane = [input[input.len() - 2], input[input.len() - 1]];
+        eval_planned("max pooling", input, output, inputs, |i, o| {
+            pool(i, plane, o)
+        })
     }
 }
 
 impl TypedOp for MaxPool2x2 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
-            "the max pooling takes one f32 tensor"
-        );
-        ensure!(
-            inputs[0].shape.as_concrete() == Some(&self.input_shape[..]),
-            "the max pooling is planned for {:?}, given {:?}",
-            self.input_shape,
-            inputs[0].shape
-        );
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        planned_output_facts("max pooling", &self.input_shape, &self.output_shape, inputs)
     }
 
     as_op!();

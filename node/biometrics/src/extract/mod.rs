@@ -252,6 +252,20 @@ impl FaceExtractor {
     }
 }
 
+/// `n` test values in [-1, 1) from a small deterministic generator (xorshift), for the
+/// operators' tests against tract.
+#[cfg(test)]
+pub(crate) fn random_values(seed: &mut u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
 
 use super::ExtractError;
 use super::{conv3x3, depthwise, maxpool, prelu};
@@ -58,4 +59,47 @@ pub(crate) fn optimise(
     conv3x3::substitute(&mut typed)?;
     maxpool::substitute(&mut typed)?;
     typed.into_optimized()?.into_runnable()
+}
+
+/// `EvalOp::eval` of our operators that turn one f32 tensor of the planned shape into a new
+/// one of theirs: checks the input's shape, then `run` fills the zeroed output.
+pub(super) fn eval_planned(
+    what: &str,
+    input_shape: &[usize],
+    output_shape: &[usize],
+    inputs: TVec<TValue>,
+    run: impl FnOnce(&[f32], &mut [f32]),
+) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
+    ensure!(
+        input.shape() == input_shape,
+        "{what} planned for {input_shape:?}, given {:?}",
+        input.shape()
+    );
+    let view = input.try_as_plain_ram()?;
+    let mut output = Tensor::zero::<f32>(output_shape)?;
+    run(
+        view.as_slice::<f32>()?,
+        output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+    );
+    Ok(tvec!(output.into_tvalue()))
+}
+
+/// `TypedOp::output_facts` of the same operators: one f32 input of the planned shape.
+pub(super) fn planned_output_facts(
+    what: &str,
+    input_shape: &[usize],
+    output_shape: &[usize],
+    inputs: &[&TypedFact],
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(
+        inputs.len() == 1 && inputs[0].datum_type == f32::datum_type(),
+        "the {what} takes one f32 tensor"
+    );
+    ensure!(
+        inputs[0].shape.as_concrete() == Some(input_shape),
+        "the {what} is planned for {input_shape:?}, given {:?}",
+        inputs[0].shape
+    );
+    Ok(tvec!(f32::fact(output_shape)))
 }

@@ -280,6 +280,7 @@ fn apply_run_body(run: &mut [f32], slope: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::random_values;
 
     fn slope_fact(shape: &[usize], values: &[f32]) -> TypedFact {
         TypedFact::try_from(Tensor::from_shape(shape, values).unwrap()).unwrap()
@@ -307,23 +308,11 @@ mod tests {
         assert_eq!(got, [-0.5, 2.0, -1.5, 0.0, -2.0, 2.0, -6.0, 4.0]);
     }
 
-    /// A small deterministic generator (xorshift), values in [-1, 1).
-    fn random(seed: &mut u64, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn matches_tracts_relu_min_form_on_random_inputs() {
         let mut seed = 0x5eed;
         for (c, h, w) in [(3, 5, 7), (16, 12, 12), (64, 9, 30)] {
-            let mut slopes = random(&mut seed, c);
+            let mut slopes = random_values(&mut seed, c);
             slopes[0] = 0.0;
             slopes[1] = -0.7;
             let mut model = TypedModel::default();
@@ -333,7 +322,7 @@ mod tests {
             let y = wire_relu_min("prelu", &mut model, x, s).unwrap();
             model.select_output_outlets(&y).unwrap();
             let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-            let mut values = random(&mut seed, c * h * w);
+            let mut values = random_values(&mut seed, c * h * w);
             values[0] = 0.0;
             values[1] = -0.0;
             let input = Tensor::from_shape(&[1, c, h, w], &values).unwrap();
