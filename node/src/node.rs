@@ -18,7 +18,7 @@ use tower::util::MapResponseLayer;
 use tracing::Instrument as _;
 
 use crate::api::{self, Context};
-use crate::biometrics::{Biometrics, FaceIndex};
+use crate::biometrics::{Biometrics, DedupIndex};
 use crate::config::NodeConfig;
 use crate::handover::{Handover, HandoverError};
 use crate::join::{self, JoinProgress, StartMode};
@@ -107,16 +107,16 @@ impl Node {
         let store = Store::open(&config.data_dir.join("db"), config.sealer()?)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let log_store = LogStore::new(store.clone());
-        let faces = Arc::new(FaceIndex::default());
+        let index = Arc::new(DedupIndex::default());
         // Before Raft: a node whose face models are missing stops here, saying which file.
         let biometrics = Arc::new(
-            Biometrics::new(config.biometrics.clone(), faces.clone())
+            Biometrics::new(config.biometrics.clone(), index.clone())
                 .context("loading the face models (biometrics.face_models)")?,
         );
         let state_machine = StateMachine::open(
             store.clone(),
             &config.data_dir.join("snapshots"),
-            Some(faces.clone()),
+            Some(index.clone()),
         )?
         .with_telemetry(telemetry.clone());
         let faults = Faults::default();

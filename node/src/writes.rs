@@ -4,8 +4,13 @@
 //! already hashed) to the leader's Raft port. The leader does the work that is not
 //! deterministic before proposing (DESIGN.md 4): it draws the new identity id, reads its
 //! clock and fingerprints the request. Retries are safe: the state machine answers a known
-//! `request_id` with its first result. Enrollments with a face are searched against every
-//! enrolled face first (1:N de-dup), one at a time.
+//! `request_id` with its first result.
+//!
+//! De-dup: an enrollment with a face or a fingerprint is first searched against every
+//! enrolled one (1:N, DESIGN.md 4). The leader searches the enrollments that arrive together
+//! as one batch, after one read-index round, each also against the batch's earlier ones, and
+//! searches the next batch only once this one is applied: every search sees every earlier
+//! enrollment, one read-index round serves many, and the search runs on a blocking thread.
 //!
 //! Group commit: openraft 0.9 appends (and fsyncs) one log entry per proposal, one after the
 //! other. The leader therefore proposes batches: one log entry is in flight at a time
@@ -14,6 +19,7 @@
 //! replication round) carries many writes. Each command of a batch is applied on its own, in
 //! order, with its own answer.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,13 +31,13 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::biometrics::Biometrics;
+use crate::biometrics::{Biometrics, DedupIndex, Modality};
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::{Peers, call_peer};
 use crate::raft::state_machine::StateReader;
 use crate::raft::{NodeId, Raft};
 use crate::registry::{
-    Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, TemplateFormat,
+    Command, IdentityId, Outcome, Proposal, Rejection, Request, Response, Template, TemplateFormat,
 };
 use crate::telemetry::NodeTelemetry;
 
@@ -48,6 +54,8 @@ const MAX_IN_FLIGHT: usize = 1;
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Commands waiting for a batch, at most; further writes wait to be queued.
 const QUEUE: usize = 4_096;
+/// Enrollments searched together after one read-index round, at most.
+const MAX_DEDUP_BATCH: usize = 256;
 
 /// Why a write got no result. Every case is safe to retry with the same `request_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -85,20 +93,25 @@ pub struct Writer {
     node_id: NodeId,
     raft: Raft,
     peers: Arc<Peers>,
-    biometrics: Arc<Biometrics>,
-    state: StateReader,
-    telemetry: Arc<NodeTelemetry>,
-    /// Serialises enrollments that carry faces on the leader, so each one's de-dup search
-    /// sees every earlier one applied.
-    enrolling: tokio::sync::Mutex<()>,
-    /// Completed commands on their way into the next batch.
-    queue: mpsc::Sender<Queued>,
+    proposer: Arc<Proposer>,
+    /// Enrollments with biometric templates on their way to the de-dup search.
+    enrollments: mpsc::Sender<Queued<Request>>,
 }
 
-/// A command waiting for a batch, and where its answer goes.
-struct Queued {
-    command: Command,
+/// Something waiting for its turn, and where its answer goes.
+struct Queued<T> {
+    item: T,
     reply: oneshot::Sender<Result<Response, WriteError>>,
+}
+
+/// The leader's side of a write: completes requests into commands and hands them to the
+/// batcher.
+struct Proposer {
+    node_id: NodeId,
+    raft: Raft,
+    telemetry: Arc<NodeTelemetry>,
+    /// Completed commands on their way into the next batch.
+    queue: mpsc::Sender<Queued<Command>>,
 }
 
 impl Writer {
@@ -112,15 +125,20 @@ impl Writer {
     ) -> Writer {
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(propose_batches(raft.clone(), queued));
+        let proposer = Arc::new(Proposer {
+            node_id,
+            raft: raft.clone(),
+            telemetry,
+            queue,
+        });
+        let (enrollments, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(dedup_batches(proposer.clone(), biometrics, state, waiting));
         Writer {
             node_id,
             raft,
             peers,
-            biometrics,
-            state,
-            telemetry,
-            enrolling: tokio::sync::Mutex::new(()),
-            queue,
+            proposer,
+            enrollments,
         }
     }
 
@@ -134,92 +152,24 @@ impl Writer {
     }
 
     /// Leader only: completes `request` into a command and proposes it. An enrollment
-    /// with a face is first searched against every enrolled face (1:N de-dup).
+    /// with a face or a fingerprint goes through the 1:N de-dup search first.
     pub async fn propose(&self, request: Request) -> Result<Response, WriteError> {
-        let faces = match &request.proposal {
-            Proposal::Enroll { templates, .. } => templates
-                .iter()
-                .any(|t| t.format == TemplateFormat::FaceEmbeddingF32)
-                .then_some(templates),
-            _ => None,
+        let biometric = match &request.proposal {
+            Proposal::Enroll { templates, .. } => !templates.is_empty(),
+            _ => false,
         };
-        let Some(templates) = faces else {
-            return self.complete_and_propose(request).await;
-        };
-        let _one_at_a_time = self.enrolling.lock().await;
-        // Apply everything committed before searching: the index follows the applied state.
-        let read = tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable())
-            .await
-            .map_err(|_| WriteError::NoLeader)?
-            .map_err(|e| match e {
-                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => to.into(),
-                RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
-                RaftError::Fatal(_) => WriteError::ShuttingDown,
-            })?;
-        // A retry of an applied enrollment would find its own face: let `apply` answer it
-        // with the first result instead.
-        let retry = self
-            .state
-            .request(&request.request_id)
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?
-            .is_some_and(|seen| seen.fingerprint == request.fingerprint());
-        if !retry && self.search_faces(templates) {
-            return Ok(Response {
-                outcome: Outcome::Rejected(Rejection::DuplicateFace),
-                log_index: read.map_or(0, |l| l.index),
-            });
+        if !biometric {
+            return self.proposer.complete_and_propose(request).await;
         }
-        self.complete_and_propose(request).await
-    }
-
-    /// The 1:N de-dup search, measured.
-    fn search_faces(&self, templates: &[crate::registry::Template]) -> bool {
-        let started = Instant::now();
-        let duplicate = {
-            let _span = tracing::info_span!("dedup.search").entered();
-            self.biometrics.duplicate_face(templates)
-        };
-        let metrics = &self.telemetry.metrics;
-        metrics
-            .dedup_duration
-            .observe(started.elapsed().as_secs_f64());
-        metrics.biometric("dedup_face", duplicate);
-        duplicate
-    }
-
-    async fn complete_and_propose(&self, request: Request) -> Result<Response, WriteError> {
-        let new_identity = match request.proposal {
-            Proposal::Enroll { .. } => Some(IdentityId::from_random(rand::random())),
-            _ => None,
-        };
-        let command = Command {
-            fingerprint: request.fingerprint(),
-            at_unix_ms: unix_ms_now(),
-            new_identity,
-            request,
-        };
-        // The Raft append and the apply on every node join this span's trace.
-        let span = tracing::info_span!("raft.propose", node_id = self.node_id);
-        let cx = span.context().span().span_context().clone();
-        self.telemetry
-            .writes
-            .remember(&command.request.request_id, cx);
-        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
-        let queued = async {
-            self.queue
-                .send(Queued { command, reply })
-                .await
-                .map_err(|_| WriteError::ShuttingDown)?;
-            answer.await.map_err(|_| WriteError::ShuttingDown)?
-        };
-        let response = queued.instrument(span).await?;
-        self.telemetry
-            .metrics
-            .raft_commit_duration
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(log_index = response.log_index, "proposal committed");
-        Ok(response)
+        self.enrollments
+            .send(Queued {
+                item: request,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        answer.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
     async fn forward(&self, leader: NodeId, request: Request) -> Result<Response, WriteError> {
@@ -254,25 +204,65 @@ impl Writer {
     }
 }
 
+impl Proposer {
+    async fn complete_and_propose(&self, request: Request) -> Result<Response, WriteError> {
+        let new_identity = match request.proposal {
+            Proposal::Enroll { .. } => Some(IdentityId::from_random(rand::random())),
+            _ => None,
+        };
+        let command = Command {
+            fingerprint: request.fingerprint(),
+            at_unix_ms: unix_ms_now(),
+            new_identity,
+            request,
+        };
+        // The Raft append and the apply on every node join this span's trace.
+        let span = tracing::info_span!("raft.propose", node_id = self.node_id);
+        let cx = span.context().span().span_context().clone();
+        self.telemetry
+            .writes
+            .remember(&command.request.request_id, cx);
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let queued = async {
+            self.queue
+                .send(Queued {
+                    item: command,
+                    reply,
+                })
+                .await
+                .map_err(|_| WriteError::ShuttingDown)?;
+            answer.await.map_err(|_| WriteError::ShuttingDown)?
+        };
+        let response = queued.instrument(span).await?;
+        self.telemetry
+            .metrics
+            .raft_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(log_index = response.log_index, "proposal committed");
+        Ok(response)
+    }
+}
+
 /// The leader's batcher (see the module comment): runs until the writer is dropped.
-async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued>) {
+async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued<Command>>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = queued.recv().await {
         // Wait for a slot first: commands that arrive meanwhile join this batch.
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = command_bytes(&first.command);
+        let mut bytes = command_bytes(&first.item);
         let mut batch = vec![first];
         while bytes < MAX_BATCH_BYTES {
             let Ok(next) = queued.try_recv() else { break };
-            bytes += command_bytes(&next.command);
+            bytes += command_bytes(&next.item);
             batch.push(next);
         }
         let raft = raft.clone();
         tokio::spawn(async move {
             let (commands, replies): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|q| (q.command, q.reply)).unzip();
+                batch.into_iter().map(|q| (q.item, q.reply)).unzip();
             // (Traces: the network finds each command's proposing span by its request id.)
             let written = raft.client_write(commands).await;
             drop(slot);
@@ -291,6 +281,154 @@ async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued>) {
             }
         });
     }
+}
+
+/// The leader's de-dup batcher: runs until the writer is dropped. The enrollments that
+/// waited while the previous batch was searched and committed are searched together,
+/// after one read-index round (so the index holds everything committed before them), each
+/// against the index and against the batch's earlier enrollments; the ones found new are
+/// proposed together, and the next batch waits until they are applied, so that it sees
+/// them in the index.
+async fn dedup_batches(
+    proposer: Arc<Proposer>,
+    biometrics: Arc<Biometrics>,
+    state: StateReader,
+    mut waiting: mpsc::Receiver<Queued<Request>>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_DEDUP_BATCH {
+            let Ok(next) = waiting.try_recv() else { break };
+            batch.push(next);
+        }
+        let read = match linearizable(&proposer.raft).await {
+            Ok(read) => read,
+            Err(e) => {
+                for queued in batch {
+                    let _ = queued.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let log_index = read.map_or(0, |l| l.index);
+        // A retry of an applied enrollment would find its own templates, and a retry of one
+        // earlier in this batch would find the earlier one's: `apply` answers both with the
+        // first result instead.
+        let mut seen = HashSet::new();
+        let mut to_search = Vec::with_capacity(batch.len());
+        let mut queued = Vec::with_capacity(batch.len());
+        for Queued { item, reply } in batch {
+            let applied = match state.request(&item.request_id) {
+                Ok(seen) => seen.is_some_and(|s| s.fingerprint == item.fingerprint()),
+                Err(e) => {
+                    let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
+                    continue;
+                }
+            };
+            let retry = applied || !seen.insert(item.request_id.clone());
+            to_search.push((!retry).then(|| enrolled_templates(&item)));
+            queued.push((item, reply));
+        }
+        let search = {
+            let biometrics = biometrics.clone();
+            let telemetry = proposer.telemetry.clone();
+            tokio::task::spawn_blocking(move || search_batch(&biometrics, &telemetry, to_search))
+        };
+        let found = match search.await {
+            Ok(found) => found,
+            Err(e) => {
+                let error = WriteError::Unavailable(format!("the de-dup search stopped: {e}"));
+                for (_, reply) in queued {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
+        let mut proposals = tokio::task::JoinSet::new();
+        for ((request, reply), duplicate) in queued.into_iter().zip(found) {
+            if let Some(modality) = duplicate {
+                let rejection = match modality {
+                    Modality::Face => Rejection::DuplicateFace,
+                    Modality::Fingerprint => Rejection::DuplicateFingerprint,
+                };
+                let _ = reply.send(Ok(Response {
+                    outcome: Outcome::Rejected(rejection),
+                    log_index,
+                }));
+                continue;
+            }
+            let proposer = proposer.clone();
+            proposals.spawn(async move {
+                let _ = reply.send(proposer.complete_and_propose(request).await);
+            });
+        }
+        while proposals.join_next().await.is_some() {}
+    }
+}
+
+/// A batch's 1:N de-dup searches, measured (blocking: a fingerprint search takes one MCC
+/// comparison per enrolled finger). `None` in, `None` out: not searched.
+fn search_batch(
+    biometrics: &Biometrics,
+    telemetry: &NodeTelemetry,
+    batch: Vec<Option<Vec<Template>>>,
+) -> Vec<Option<Modality>> {
+    let _span = tracing::info_span!("dedup.search", enrollments = batch.len()).entered();
+    // The batch's earlier enrollments that were found new, indexed under made-up ids.
+    let earlier = DedupIndex::default();
+    batch
+        .into_iter()
+        .map(|templates| {
+            let templates = templates?;
+            let started = Instant::now();
+            let found = biometrics
+                .duplicate(&templates, None)
+                .or_else(|| biometrics.duplicate(&templates, Some(&earlier)));
+            let metrics = &telemetry.metrics;
+            metrics
+                .dedup_duration
+                .observe(started.elapsed().as_secs_f64());
+            for (check, modality) in [
+                ("dedup_face", Modality::Face),
+                ("dedup_fingerprint", Modality::Fingerprint),
+            ] {
+                if has_modality(&templates, modality) {
+                    metrics.biometric(check, found == Some(modality));
+                }
+            }
+            if found.is_none() {
+                earlier.insert(&IdentityId::from_random(rand::random()), &templates);
+            }
+            found
+        })
+        .collect()
+}
+
+fn has_modality(templates: &[Template], modality: Modality) -> bool {
+    let format = match modality {
+        Modality::Face => TemplateFormat::FaceEmbeddingF32,
+        Modality::Fingerprint => TemplateFormat::Iso19794_2_2005,
+    };
+    templates.iter().any(|t| t.format == format)
+}
+
+fn enrolled_templates(request: &Request) -> Vec<Template> {
+    match &request.proposal {
+        Proposal::Enroll { templates, .. } => templates.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// One read-index round: once it returns, everything committed before it is applied here.
+async fn linearizable(raft: &Raft) -> Result<Option<crate::raft::LogId>, WriteError> {
+    tokio::time::timeout(WRITE_TIMEOUT, raft.ensure_linearizable())
+        .await
+        .map_err(|_| WriteError::NoLeader)?
+        .map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)) => to.into(),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
+            RaftError::Fatal(_) => WriteError::ShuttingDown,
+        })
 }
 
 /// This node's wall clock, Unix milliseconds: the time a leader stamps on what it proposes,
@@ -319,5 +457,66 @@ fn write_error(
             unreachable!("a registry command is not a membership change")
         }
         RaftError::Fatal(_) => WriteError::ShuttingDown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::biometrics::BiometricsConfig;
+
+    fn finger(name: &str) -> Template {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/fvc2002/DB4_B")
+            .join(name);
+        Template {
+            format: TemplateFormat::Iso19794_2_2005,
+            model_id: "secugen".into(),
+            data: std::fs::read(path).unwrap(),
+        }
+    }
+
+    fn face(values: &[f32]) -> Template {
+        Template {
+            format: TemplateFormat::FaceEmbeddingF32,
+            model_id: "m".into(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_searched_against_its_own_earlier_enrollments() {
+        let index = Arc::new(DedupIndex::default());
+        index.insert(
+            &IdentityId::from_random(rand::random()),
+            &[finger("101_1.iso")],
+        );
+        let biometrics = Biometrics::new(BiometricsConfig::default(), index).unwrap();
+        let telemetry = NodeTelemetry::new(1, "ON");
+        let found = search_batch(
+            &biometrics,
+            &telemetry,
+            vec![
+                Some(vec![finger("103_1.iso")]),
+                Some(vec![finger("101_2.iso")]),
+                Some(vec![finger("103_2.iso")]),
+                None,
+                Some(vec![face(&[1.0, 0.0, 0.0]), finger("102_1.iso")]),
+                Some(vec![face(&[0.99, 0.1, 0.0])]),
+                Some(vec![face(&[0.0, 0.0, 1.0])]),
+            ],
+        );
+        assert_eq!(
+            found,
+            [
+                None,
+                Some(Modality::Fingerprint), // the index's 101_1
+                Some(Modality::Fingerprint), // the batch's 103_1
+                None,
+                None,
+                Some(Modality::Face), // the batch's first face
+                None,
+            ]
+        );
     }
 }

@@ -178,7 +178,7 @@ async fn a_second_identity_with_an_enrolled_face_is_refused_by_any_leader() {
     cluster.converged(status.applied_index).await;
     for node in cluster.nodes.values() {
         assert_eq!(
-            node.ctx.biometrics.faces.len(),
+            node.ctx.biometrics.index.faces(),
             2,
             "node {} indexes both faces",
             node.id
@@ -193,5 +193,79 @@ async fn a_second_identity_with_an_enrolled_face_is_refused_by_any_leader() {
         .await
         .unwrap_err();
     assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_identity_with_an_enrolled_finger_is_refused_even_in_the_same_batch() {
+    let mut cluster = TestCluster::start(3, RaftSettings::default()).await;
+    let enroll = |request_id: &str, document: &str, fingers: &[&str]| {
+        let mut request = common::enroll_request(request_id, "ON", document);
+        request.templates = fingers.iter().map(|f| fingerprint(f)).collect();
+        request
+    };
+    let mut registry = cluster.registry(1).await;
+    registry
+        .enroll(enroll("a", "DOC-A", &["101_1.iso", "104_1.iso"]))
+        .await
+        .expect("first enrollment");
+    // Another impression of an enrolled finger, beside a new finger: refused, and the rule
+    // is named. (DB4 101_1 against 101_2 scores 0.099; the de-dup threshold is 0.037.)
+    let err = registry
+        .enroll(enroll("b", "DOC-B", &["105_1.iso", "101_2.iso"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC", "{}", err.message());
+    assert!(err.message().contains("fingerprint"), "{}", err.message());
+    // Another finger: accepted. The same request again: answered with its first result.
+    let c = enroll("c", "DOC-C", &["102_1.iso"]);
+    let first = registry.enroll(c.clone()).await.expect("another finger");
+    let again = registry
+        .enroll(c)
+        .await
+        .expect("a retry is not a duplicate");
+    assert_eq!(
+        first.into_inner().identity_id,
+        again.into_inner().identity_id
+    );
+
+    // Two enrollments of one finger at once, through all three nodes: the leader searches
+    // them together, each against the other too, and admits one.
+    let mut calls = Vec::new();
+    // (103_1 against 103_2 scores 0.448.)
+    for (n, impression) in ["103_1.iso", "103_2.iso"].iter().enumerate() {
+        let mut registry = cluster.registry(n as u64 + 1).await;
+        let request = enroll(&format!("d{n}"), &format!("DOC-D{n}"), &[impression]);
+        calls.push(tokio::spawn(async move { registry.enroll(request).await }));
+    }
+    let mut admitted = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(e) => assert_eq!(reason_of(&e), "DUPLICATE_BIOMETRIC", "{}", e.message()),
+        }
+    }
+    assert_eq!(admitted, 1);
+
+    // Every node indexes every enrolled finger view (2 + 1 + 1), also after a restart,
+    // and a new leader refuses the same finger.
+    let leader = cluster.wait_for_leader().await;
+    cluster.stop(leader).await;
+    let next = cluster.wait_for_leader().await;
+    let err = cluster
+        .registry(next)
+        .await
+        .enroll(enroll("e", "DOC-E", &["104_7.iso"]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), "DUPLICATE_BIOMETRIC", "{}", err.message());
+    cluster.restart(leader).await;
+    cluster.wait_for_leader().await;
+    let status = cluster.status(next).await;
+    cluster.converged(status.applied_index).await;
+    for node in cluster.nodes.values() {
+        assert_eq!(node.ctx.biometrics.index.fingers(), 4, "node {}", node.id);
+    }
     cluster.shutdown().await;
 }

@@ -65,9 +65,6 @@ struct Options {
     /// The `etcd` binary (Debian: package etcd-server).
     #[arg(long, default_value = "etcd")]
     etcd_binary: PathBuf,
-    /// ISO/IEC 19794-2 records used as the enrollment payload.
-    #[arg(long, default_value = "../shared/data/fvc2002/DB1_B")]
-    fingerprints: PathBuf,
     /// quorumid listens on BASE+1..3 (API) and BASE+101..103 (Raft); etcd on BASE+301..303
     /// (clients) and BASE+311..313 (peers).
     #[arg(long, default_value_t = 7600)]
@@ -150,9 +147,8 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("starting the etcd cluster")?;
 
-    let payload = workload::Payload::load(&options.fingerprints)?;
     let max_clients = options.concurrency.iter().copied().max().unwrap_or(1);
-    let targets = Targets::prepare(&quorumid, &etcd, payload, max_clients)
+    let targets = Targets::prepare(&quorumid, &etcd, max_clients)
         .await
         .context("preparing the key sets")?;
 

@@ -3,7 +3,7 @@
 //! | op | quorumid | etcd |
 //! |---|---|---|
 //! | `status` | Suspend / Reinstate of the worker's own identity, in turn | put of the same size |
-//! | `enroll` | Enroll with six ISO fingerprint records (about 1.2 KiB) | put of the same size |
+//! | `enroll` | Enroll with a 512-d face embedding (2 KiB), through the 1:N face de-dup | put of the same size |
 //! | `bounded` | Verify at BOUNDED (1 s) of a random identity of the read set | serializable get |
 //! | `linearizable` | Verify at LINEARIZABLE | linearizable get |
 //! | `local` | Verify at LOCAL | serializable get |
@@ -12,7 +12,6 @@
 //! enrollment's size). Each worker talks to node `worker % 3`, for both systems: a write
 //! that reaches a follower is forwarded to the leader by the follower (both systems do).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -30,8 +29,9 @@ use crate::clusters::{EtcdCluster, Members, QuorumidCluster};
 
 /// Identities (and etcd keys) in the read set.
 const READ_SET: usize = 1_000;
-/// Fingerprint records per enrollment.
-const FINGERS: usize = 6;
+/// The enrollment's face embedding: dimension and model name.
+const FACE_DIMENSION: usize = 512;
+const FACE_MODEL: &str = "bench-512";
 const PROVINCE: &str = "ON";
 const PLATFORM: &str = "bench-platform";
 
@@ -80,38 +80,20 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// The enrollment payload: ISO/IEC 19794-2 records read from disk.
-pub struct Payload {
-    templates: Vec<pb::Template>,
-}
-
-impl Payload {
-    pub fn load(dir: &Path) -> anyhow::Result<Payload> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| {
-                format!(
-                    "reading fingerprint records from {} (the shared data; see --fingerprints)",
-                    dir.display()
-                )
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "iso"))
-            .collect();
-        files.sort();
-        if files.len() < FINGERS {
-            bail!("{} holds fewer than {FINGERS} .iso records", dir.display());
-        }
-        let templates = files[..FINGERS]
-            .iter()
-            .map(|path| {
-                Ok(pb::Template {
-                    format: pb::TemplateFormat::Iso1979422005 as i32,
-                    model_id: "iso-19794-2".into(),
-                    data: std::fs::read(path)?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Payload { templates })
+/// The enrollment payload: one face embedding of [`FACE_DIMENSION`] little-endian f32
+/// values (2 KiB), a random unit vector for each enrollment. Random directions in 512
+/// dimensions are far apart (cosine about 0 +- 0.05), so no enrollment is taken for another
+/// by the node's 1:N face de-dup, which every one of them goes through.
+fn face_template(rng: &mut StdRng) -> pb::Template {
+    let mut values: Vec<f32> = (0..FACE_DIMENSION)
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    values.iter_mut().for_each(|v| *v /= norm);
+    pb::Template {
+        format: pb::TemplateFormat::FaceEmbeddingF32 as i32,
+        model_id: FACE_MODEL.into(),
+        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }
 
@@ -146,7 +128,6 @@ impl Worker {
 
 pub struct QuorumidTarget {
     channels: Vec<Channel>,
-    templates: Vec<pb::Template>,
     /// The read set.
     read_ids: Vec<String>,
     /// One identity per worker, for the status changes.
@@ -199,7 +180,7 @@ impl QuorumidTarget {
             home_province: PROVINCE.into(),
             document_issuer: PROVINCE.into(),
             document_number: format!("{}X{}", worker.nonce, worker.seq),
-            templates: self.templates.clone(),
+            templates: vec![face_template(&mut worker.rng)],
             authority: Some(registrar()),
             holder_key: Vec::new(),
         }
@@ -342,12 +323,10 @@ impl Targets {
     pub async fn prepare(
         quorumid: &QuorumidCluster,
         etcd: &EtcdCluster,
-        payload: Payload,
         workers: usize,
     ) -> anyhow::Result<Targets> {
         let mut q = QuorumidTarget {
             channels: quorumid.channels.clone(),
-            templates: payload.templates,
             read_ids: Vec::new(),
             own_ids: Vec::new(),
         };

@@ -5,6 +5,7 @@
 //! - [`fingerprint`]: strict parser (and writer) for ISO/IEC 19794-2:2005 minutiae records.
 //! - [`mcc`]: Minutia Cylinder-Code templates and their 1:1 comparison.
 //! - [`fusion`]: identity-level scores from several fingers.
+//! - [`finger_gallery`]: exact 1:N search over enrolled fingerprints, for enrollment de-dup.
 //! - [`fvc`]: FVC protocol evaluation over a directory of records.
 //! - [`eval`]: EER, FNMR at a given FMR, thresholds for named FMR targets.
 //! - [`face`]: model-tagged face embeddings and their int8 templates.
@@ -19,6 +20,7 @@ pub mod eval;
 #[cfg(feature = "extract")]
 pub mod extract;
 pub mod face;
+pub mod finger_gallery;
 pub mod fingerprint;
 pub mod fusion;
 pub mod fvc;

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use quorumid_biometrics::eval::ScoreSets;
+use quorumid_biometrics::finger_gallery::{DEDUP_THRESHOLD, FingerGallery, UNKNOWN_POSITION};
 use quorumid_biometrics::fingerprint::AngleConvention;
 use quorumid_biometrics::fusion::{FingerSet, FusionRule};
 use quorumid_biometrics::fvc::Database;
@@ -22,6 +24,11 @@ const EER_CEILING: [(&str, f64); 4] = [
     ("DB3_B", 5.1),
     ("DB4_B", 1.1),
 ];
+
+/// FNMR of the de-dup threshold on the pooled genuine pairs, rounded up: measured 0.142.
+const DEDUP_FNMR_CEILING: f64 = 0.145;
+/// Re-enrolments of the 280 the finger gallery must catch: measured 255.
+const DEDUP_FOUND_FLOOR: usize = 255;
 
 #[test]
 fn fvc2002_eer_does_not_regress() {
@@ -105,4 +112,73 @@ fn two_finger_fusion_separates_identities() {
     one.insert(1, t1[0].clone());
     let alone = one.compare(&identity(0, 1), &m, FusionRule::Max).unwrap();
     assert_eq!(alone, m.compare(&t1[0], &t1[1]));
+}
+
+/// Every within-database score of the four databases, pooled: 1,120 genuine pairs and
+/// 11,520 impostor pairs.
+fn pooled_scores(m: &Matcher) -> ScoreSets {
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for (db, _) in EER_CEILING {
+        let e = Database::load(&data(db)).unwrap().evaluate(m).unwrap();
+        genuine.extend(e.genuine);
+        impostor.extend(e.impostor);
+    }
+    ScoreSets::new(&genuine, &impostor).unwrap()
+}
+
+#[test]
+fn the_dedup_threshold_keeps_the_pooled_false_match_rate_under_1e4() {
+    let m = Matcher::default();
+    let scores = pooled_scores(&m);
+    let point = scores.at_fmr(1e-4).unwrap();
+    let t = f64::from(DEDUP_THRESHOLD);
+    println!(
+        "pooled FVC2002: {} genuine, {} impostor; FMR 1e-4 at {:.4} (FNMR {:.4}); \
+         de-dup threshold {t}: FMR {:.6}, FNMR {:.4}",
+        scores.genuine_count(),
+        scores.impostor_count(),
+        point.threshold,
+        point.fnmr,
+        scores.fmr(t),
+        scores.fnmr(t)
+    );
+    assert!(t >= point.threshold, "{t} is under {}", point.threshold);
+    assert!(scores.fmr(t) <= 1e-4);
+    assert!(scores.fnmr(t) <= DEDUP_FNMR_CEILING, "{}", scores.fnmr(t));
+}
+
+#[test]
+fn the_finger_gallery_finds_other_impressions_of_enrolled_fingers() {
+    // Enrolled: the first impression of each of the 40 fingers of DB1..DB4 (position
+    // unknown, as in the records). Each of the other 280 impressions enrols again.
+    let m = Matcher::default();
+    let mut gallery = FingerGallery::new(m.clone());
+    let mut probes = Vec::new();
+    for (d, (db, _)) in EER_CEILING.iter().enumerate() {
+        let database = Database::load(&data(db)).unwrap();
+        let templates = database.templates(&m);
+        for (sample, template) in database.samples.iter().zip(templates) {
+            let key = (d as u64) << 32 | u64::from(sample.finger);
+            if sample.impression == 1 {
+                gallery.insert(key, UNKNOWN_POSITION, template);
+            } else {
+                probes.push((key, template));
+            }
+        }
+    }
+    assert_eq!((gallery.len(), probes.len()), (40, 280));
+    let (mut found, mut wrong) = (0, 0);
+    for (key, template) in &probes {
+        let probe = [(UNKNOWN_POSITION, template.clone())];
+        match gallery.search(&probe, DEDUP_THRESHOLD, false) {
+            Some(hit) if hit.key == *key => found += 1,
+            Some(_) => wrong += 1,
+            None => {}
+        }
+    }
+    println!("de-dup of 280 re-enrolments against 40 fingers: {found} found, {wrong} wrong");
+    assert!(found >= DEDUP_FOUND_FLOOR, "{found} found");
+    // 280 x 40 comparisons at a false match rate of about 1e-4: one is expected (measured:
+    // one, a probe whose best row is another finger's).
+    assert!(wrong <= 1, "{wrong} wrong");
 }

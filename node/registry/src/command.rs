@@ -124,6 +124,9 @@ pub enum Rejection {
     MalformedCommand,
     /// The holder signed with a key that is no longer bound to the identity.
     HolderKeyChanged,
+    /// An enrolled finger matches one of the enrolling fingers. Decided like `DuplicateFace`.
+    /// (Last, so that the encoding of the others does not move.)
+    DuplicateFingerprint,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

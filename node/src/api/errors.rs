@@ -107,6 +107,14 @@ pub fn rejection(r: &Rejection, log_index: u64) -> Status {
                  searched at log index {log_index})"
             ),
         ),
+        Rejection::DuplicateFingerprint => with_reason(
+            Code::AlreadyExists,
+            "DUPLICATE_BIOMETRIC",
+            format!(
+                "an enrolled identity's finger matches a finger of this enrollment (rule: \
+                 biometric de-dup, fingerprint; searched at log index {log_index})"
+            ),
+        ),
         Rejection::UnknownIdentity => with_reason(
             Code::NotFound,
             "UNKNOWN_IDENTITY",

@@ -1,12 +1,13 @@
 //! Biometric checks on the node, built on `quorumid-biometrics`: strict validation of the
 //! templates an enrollment carries, and the 1:1 match of a verification probe against the
 //! claimed identity's enrolled templates (DESIGN.md 6). The match is local and not recorded.
-//! `index` holds every enrolled face for the leader's 1:N de-dup search before enrollment.
+//! `index` holds every enrolled face and finger for the leader's 1:N de-dup search before
+//! enrollment.
 
 pub mod calibrate;
 mod index;
 
-pub use index::FaceIndex;
+pub use index::{DedupIndex, DedupThresholds, Modality};
 pub use quorumid_biometrics::extract::default_models_dir;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ pub struct BiometricsConfig {
     /// Cosine above which an enrolling face is taken for an already enrolled person (1:N
     /// de-dup). Default: FMR 1e-4 on ORL, stricter than 1:1 since it is tried against all.
     pub dedup_face: f32,
+    /// MCC score of one finger above which an enrolling finger is taken for an enrolled one
+    /// (1:N de-dup). Default: FMR 1e-4 over the four FVC2002 B databases' impostor pairs.
+    pub dedup_fingerprint: f32,
     /// A directory with the YuNet and SFace ONNX files (`node/biometrics/models/fetch.sh`),
     /// for FACE_IMAGE templates; or `QUORUMID_FACE_MODELS`. Without it, the node takes
     /// embeddings only.
@@ -51,6 +55,7 @@ impl Default for BiometricsConfig {
             face: 0.393,
             fingerprint: 0.035,
             dedup_face: 0.438,
+            dedup_fingerprint: quorumid_biometrics::finger_gallery::DEDUP_THRESHOLD,
             face_models: None,
         }
     }
@@ -87,8 +92,9 @@ pub struct Biometrics {
     extractor: Option<FaceExtractor>,
     /// Extractions running at once: one per core, so images cannot starve the node.
     extracting: Semaphore,
-    /// Every enrolled face, kept in step with the applied state by the state machine.
-    pub faces: Arc<FaceIndex>,
+    /// Every enrolled face and finger, kept in step with the applied state by the state
+    /// machine.
+    pub index: Arc<DedupIndex>,
 }
 
 impl Biometrics {
@@ -96,7 +102,7 @@ impl Biometrics {
     /// or unusable.
     pub fn new(
         config: BiometricsConfig,
-        faces: Arc<FaceIndex>,
+        index: Arc<DedupIndex>,
     ) -> Result<Biometrics, ExtractError> {
         let limits = Limits {
             max_encoded_bytes: MAX_FACE_IMAGE_BYTES,
@@ -118,7 +124,7 @@ impl Biometrics {
             extracting: Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             ),
-            faces,
+            index,
         })
     }
 
@@ -154,9 +160,20 @@ impl Biometrics {
         })
     }
 
-    /// 1:N de-dup: does an enrolling face match any enrolled one?
-    pub fn duplicate_face(&self, templates: &[Template]) -> bool {
-        self.faces.has_match(templates, self.thresholds.dedup_face)
+    /// 1:N de-dup: does an enrolling face or finger match an enrolled one (in `index`, or
+    /// in the node's own index by default)? Says which rule matched.
+    pub fn duplicate(
+        &self,
+        templates: &[Template],
+        index: Option<&DedupIndex>,
+    ) -> Option<Modality> {
+        let thresholds = DedupThresholds {
+            face: self.thresholds.dedup_face,
+            fingerprint: self.thresholds.dedup_fingerprint,
+        };
+        index
+            .unwrap_or(&self.index)
+            .find_match(templates, thresholds)
     }
 
     /// Refuses a template that could never be matched, saying why.
@@ -237,7 +254,7 @@ impl Biometrics {
 }
 
 /// A strictly parsed ISO/IEC 19794-2 record with at least one finger view.
-fn finger_record(template: &Template) -> Result<FingerRecord, String> {
+pub(crate) fn finger_record(template: &Template) -> Result<FingerRecord, String> {
     let record = FingerRecord::parse(&template.data).map_err(|e| e.to_string())?;
     if record.views.is_empty() {
         return Err("the minutiae record holds no finger view".into());

@@ -165,7 +165,7 @@ impl Metrics {
         );
         r.register(
             "biometric_matches",
-            "Biometric comparisons by check (verify_face, verify_fingerprint, dedup_face) and decision",
+            "Biometric comparisons by check (verify_face, verify_fingerprint, dedup_face, dedup_fingerprint) and decision",
             m.biometric_matches.clone(),
         );
         r.register(
