@@ -146,14 +146,15 @@ impl Node {
             tracing::info!(members = count, "initialised a new cluster");
         }
 
-        let writer = Arc::new(Writer::new(
+        let (writer, writer_tasks) = Writer::new(
             config.node_id,
             raft.clone(),
             peers.clone(),
             biometrics.clone(),
             StateReader::new(store.clone()),
             telemetry.clone(),
-        ));
+        );
+        let writer = Arc::new(writer);
         let freshness = Freshness::start(
             config.node_id,
             raft.clone(),
@@ -279,6 +280,7 @@ impl Node {
                 leader_watch::Timing::from(&config.raft),
             )),
         ];
+        tasks.extend(writer_tasks);
         if let Some(tls) = &tls {
             tasks.push(tokio::spawn(tls.clone().watch_rotation()));
         }

@@ -10,7 +10,8 @@
 //! enrolled one (1:N, DESIGN.md 4). The leader searches the enrollments that arrive together
 //! as one batch, after one read-index round, each also against the batch's earlier ones, and
 //! searches the next batch only once this one is applied: every search sees every earlier
-//! enrollment, one read-index round serves many, and the search runs on a blocking thread.
+//! enrollment, one read-index round serves many, and the searches run on blocking threads,
+//! split over the cores.
 //!
 //! Group commit: openraft 0.9 appends (and fsyncs) one log entry per proposal, one after the
 //! other. The leader therefore proposes batches: one log entry is in flight at a time
@@ -115,6 +116,8 @@ struct Proposer {
 }
 
 impl Writer {
+    /// The writer, and its two background tasks (the batcher and the de-dup batcher), for the
+    /// node to stop with its others: the de-dup batcher holds the store open.
     pub fn new(
         node_id: NodeId,
         raft: Raft,
@@ -122,9 +125,9 @@ impl Writer {
         biometrics: Arc<Biometrics>,
         state: StateReader,
         telemetry: Arc<NodeTelemetry>,
-    ) -> Writer {
+    ) -> (Writer, [tokio::task::JoinHandle<()>; 2]) {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(propose_batches(raft.clone(), queued));
+        let batcher = tokio::spawn(propose_batches(raft.clone(), queued));
         let proposer = Arc::new(Proposer {
             node_id,
             raft: raft.clone(),
@@ -132,14 +135,15 @@ impl Writer {
             queue,
         });
         let (enrollments, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(dedup_batches(proposer.clone(), biometrics, state, waiting));
-        Writer {
+        let dedup = tokio::spawn(dedup_batches(proposer.clone(), biometrics, state, waiting));
+        let writer = Writer {
             node_id,
             raft,
             peers,
             proposer,
             enrollments,
-        }
+        };
+        (writer, [batcher, dedup])
     }
 
     /// Writes `request` through the leader, wherever it is.
@@ -367,27 +371,55 @@ async fn dedup_batches(
 }
 
 /// A batch's 1:N de-dup searches, measured (blocking: a fingerprint search takes one MCC
-/// comparison per enrolled finger). `None` in, `None` out: not searched.
+/// comparison per enrolled finger). `None` in, `None` out: not searched. The searches of the
+/// index are independent and split over the cores; the checks against the batch's earlier
+/// enrollments follow, in order.
 fn search_batch(
     biometrics: &Biometrics,
     telemetry: &NodeTelemetry,
     batch: Vec<Option<Vec<Template>>>,
 ) -> Vec<Option<Modality>> {
     let _span = tracing::info_span!("dedup.search", enrollments = batch.len()).entered();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per_thread = batch.len().div_ceil(threads).max(1);
+    let search_index = |part: &[Option<Vec<Template>>]| -> Vec<(Option<Modality>, Duration)> {
+        part.iter()
+            .map(|templates| {
+                let started = Instant::now();
+                let found = templates
+                    .as_ref()
+                    .and_then(|t| biometrics.duplicate(t, None));
+                (found, started.elapsed())
+            })
+            .collect()
+    };
+    let in_index: Vec<(Option<Modality>, Duration)> = if batch.len() <= 1 {
+        search_index(&batch)
+    } else {
+        std::thread::scope(|s| {
+            let parts: Vec<_> = batch
+                .chunks(per_thread)
+                .map(|part| s.spawn(|| search_index(part)))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("a de-dup search thread panicked"))
+                .collect()
+        })
+    };
     // The batch's earlier enrollments that were found new, indexed under made-up ids.
     let earlier = DedupIndex::default();
     batch
         .into_iter()
-        .map(|templates| {
+        .zip(in_index)
+        .map(|(templates, (found, took))| {
             let templates = templates?;
             let started = Instant::now();
-            let found = biometrics
-                .duplicate(&templates, None)
-                .or_else(|| biometrics.duplicate(&templates, Some(&earlier)));
+            let found = found.or_else(|| biometrics.duplicate(&templates, Some(&earlier)));
             let metrics = &telemetry.metrics;
             metrics
                 .dedup_duration
-                .observe(started.elapsed().as_secs_f64());
+                .observe((took + started.elapsed()).as_secs_f64());
             for (check, modality) in [
                 ("dedup_face", Modality::Face),
                 ("dedup_fingerprint", Modality::Fingerprint),
