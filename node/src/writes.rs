@@ -95,8 +95,9 @@ pub struct Writer {
     raft: Raft,
     peers: Arc<Peers>,
     proposer: Arc<Proposer>,
-    /// Enrollments with biometric templates on their way to the de-dup search.
-    enrollments: mpsc::Sender<Queued<Request>>,
+    /// Enrollments with biometric templates on their way to the de-dup search, each with
+    /// the span of the call that made it (its trace goes on to the proposal).
+    enrollments: mpsc::Sender<Queued<(Request, tracing::Span)>>,
 }
 
 /// Something waiting for its turn, and where its answer goes.
@@ -168,7 +169,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.enrollments
             .send(Queued {
-                item: request,
+                item: (request, tracing::Span::current()),
                 reply,
             })
             .await
@@ -297,7 +298,7 @@ async fn dedup_batches(
     proposer: Arc<Proposer>,
     biometrics: Arc<Biometrics>,
     state: StateReader,
-    mut waiting: mpsc::Receiver<Queued<Request>>,
+    mut waiting: mpsc::Receiver<Queued<(Request, tracing::Span)>>,
 ) {
     while let Some(first) = waiting.recv().await {
         let mut batch = vec![first];
@@ -321,7 +322,13 @@ async fn dedup_batches(
         let mut seen = HashSet::new();
         let mut to_search = Vec::with_capacity(batch.len());
         let mut queued = Vec::with_capacity(batch.len());
-        for Queued { item, reply } in batch {
+        // The search joins the trace of the batch's first enrollment.
+        let first_span = batch[0].item.1.clone();
+        for Queued {
+            item: (item, span),
+            reply,
+        } in batch
+        {
             let applied = match state.request(&item.request_id) {
                 Ok(seen) => seen.is_some_and(|s| s.fingerprint == item.fingerprint()),
                 Err(e) => {
@@ -331,25 +338,33 @@ async fn dedup_batches(
             };
             let retry = applied || !seen.insert(item.request_id.clone());
             to_search.push((!retry).then(|| enrolled_templates(&item)));
-            queued.push((item, reply));
+            queued.push((item, span, reply));
         }
         let search = {
             let biometrics = biometrics.clone();
             let telemetry = proposer.telemetry.clone();
-            tokio::task::spawn_blocking(move || search_batch(&biometrics, &telemetry, to_search))
+            tokio::task::spawn_blocking(move || {
+                let _span = tracing::info_span!(
+                    parent: &first_span,
+                    "dedup.search",
+                    enrollments = to_search.len()
+                )
+                .entered();
+                search_batch(&biometrics, &telemetry, to_search)
+            })
         };
         let found = match search.await {
             Ok(found) => found,
             Err(e) => {
                 let error = WriteError::Unavailable(format!("the de-dup search stopped: {e}"));
-                for (_, reply) in queued {
+                for (_, _, reply) in queued {
                     let _ = reply.send(Err(error.clone()));
                 }
                 continue;
             }
         };
         let mut proposals = tokio::task::JoinSet::new();
-        for ((request, reply), duplicate) in queued.into_iter().zip(found) {
+        for ((request, span, reply), duplicate) in queued.into_iter().zip(found) {
             if let Some(modality) = duplicate {
                 let rejection = match modality {
                     Modality::Face => Rejection::DuplicateFace,
@@ -362,9 +377,12 @@ async fn dedup_batches(
                 continue;
             }
             let proposer = proposer.clone();
-            proposals.spawn(async move {
-                let _ = reply.send(proposer.complete_and_propose(request).await);
-            });
+            proposals.spawn(
+                async move {
+                    let _ = reply.send(proposer.complete_and_propose(request).await);
+                }
+                .instrument(span),
+            );
         }
         while proposals.join_next().await.is_some() {}
     }
@@ -379,7 +397,6 @@ fn search_batch(
     telemetry: &NodeTelemetry,
     batch: Vec<Option<Vec<Template>>>,
 ) -> Vec<Option<Modality>> {
-    let _span = tracing::info_span!("dedup.search", enrollments = batch.len()).entered();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let per_thread = batch.len().div_ceil(threads).max(1);
     let search_index = |part: &[Option<Vec<Template>>]| -> Vec<(Option<Modality>, Duration)> {

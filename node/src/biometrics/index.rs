@@ -13,7 +13,7 @@ use quorumid_biometrics::gallery::Gallery;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use sha2::{Digest, Sha256};
 
-use super::{face, finger_record};
+use super::{face, finger_views};
 use crate::raft::state_machine::{ApplyObserver, StateReader};
 use crate::registry::{IdentityId, StateError, Template, TemplateFormat};
 
@@ -57,18 +57,12 @@ fn key(id: &IdentityId, n: usize) -> u64 {
 /// The finger views of the fingerprint templates among `templates`, as MCC templates.
 /// Templates that do not parse were refused at enrollment; one that still does not is left
 /// out rather than stopping apply.
-fn finger_views(matcher: &Matcher, templates: &[Template]) -> Vec<(u8, MccTemplate)> {
+fn fingerprint_views(matcher: &Matcher, templates: &[Template]) -> Vec<(u8, MccTemplate)> {
     templates
         .iter()
         .filter(|t| t.format == TemplateFormat::Iso19794_2_2005)
-        .filter_map(|t| finger_record(t).ok())
-        .flat_map(|record| {
-            record
-                .views
-                .iter()
-                .map(|view| (view.position, matcher.template_from_view(&record, view)))
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|t| finger_views(matcher, t).ok())
+        .flatten()
         .collect()
 }
 
@@ -100,7 +94,7 @@ impl DedupIndex {
     pub fn insert(&self, id: &IdentityId, templates: &[Template]) {
         let fingers = {
             let matcher = self.fingers.read().expect("finger index lock poisoned");
-            finger_views(matcher.matcher(), templates)
+            fingerprint_views(matcher.matcher(), templates)
         };
         if !fingers.is_empty() {
             let mut gallery = self.fingers.write().expect("finger index lock poisoned");
@@ -129,7 +123,7 @@ impl DedupIndex {
                     let matcher = &matcher;
                     s.spawn(move || {
                         part.iter()
-                            .map(|(_, templates)| finger_views(matcher, templates))
+                            .map(|(_, templates)| fingerprint_views(matcher, templates))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -194,7 +188,7 @@ impl DedupIndex {
             return None;
         }
         let gallery = self.fingers.read().expect("finger index lock poisoned");
-        let probe = finger_views(gallery.matcher(), templates);
+        let probe = fingerprint_views(gallery.matcher(), templates);
         gallery
             .search(&probe, thresholds.fingerprint, true)
             .map(|_| Modality::Fingerprint)

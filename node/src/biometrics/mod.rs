@@ -17,6 +17,7 @@ use quorumid_biometrics::extract::{
     DetectorConfig, ExtractError, FaceExtractor, Limits, SFACE_FILE, YUNET_FILE,
 };
 use quorumid_biometrics::face::{Embedding, FaceTemplate, ModelId};
+use quorumid_biometrics::finger_gallery::same_finger;
 use quorumid_biometrics::fingerprint::FingerRecord;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use serde::{Deserialize, Serialize};
@@ -213,10 +214,11 @@ impl Biometrics {
                 Ok(best >= self.thresholds.face)
             }
             TemplateFormat::Iso19794_2_2005 => {
-                let probe_fingers = self.fingers(probe).map_err(ProbeError::Invalid)?;
+                let probe_fingers =
+                    finger_views(&self.matcher, probe).map_err(ProbeError::Invalid)?;
                 let stored: Vec<(u8, MccTemplate)> = candidates
                     .into_iter()
-                    .filter_map(|t| self.fingers(t).ok())
+                    .filter_map(|t| finger_views(&self.matcher, t).ok())
                     .flatten()
                     .collect();
                 if stored.is_empty() {
@@ -229,7 +231,7 @@ impl Biometrics {
                     .flat_map(|(pos, p)| {
                         stored
                             .iter()
-                            .filter(move |(s, _)| *pos == 0 || *s == 0 || s == pos)
+                            .filter(move |(s, _)| same_finger(*pos, *s))
                             .map(move |(_, s)| self.matcher.compare(p, s))
                     })
                     .fold(0.0f32, f32::max);
@@ -237,24 +239,23 @@ impl Biometrics {
             }
         }
     }
+}
 
-    fn fingers(&self, template: &Template) -> Result<Vec<(u8, MccTemplate)>, String> {
-        let record = finger_record(template)?;
-        Ok(record
-            .views
-            .iter()
-            .map(|view| {
-                (
-                    view.position,
-                    self.matcher.template_from_view(&record, view),
-                )
-            })
-            .collect())
-    }
+/// The finger views of a fingerprint template, each as `(ISO position, MCC template)`.
+pub(crate) fn finger_views(
+    matcher: &Matcher,
+    template: &Template,
+) -> Result<Vec<(u8, MccTemplate)>, String> {
+    let record = finger_record(template)?;
+    Ok(record
+        .views
+        .iter()
+        .map(|view| (view.position, matcher.template_from_view(&record, view)))
+        .collect())
 }
 
 /// A strictly parsed ISO/IEC 19794-2 record with at least one finger view.
-pub(crate) fn finger_record(template: &Template) -> Result<FingerRecord, String> {
+fn finger_record(template: &Template) -> Result<FingerRecord, String> {
     let record = FingerRecord::parse(&template.data).map_err(|e| e.to_string())?;
     if record.views.is_empty() {
         return Err("the minutiae record holds no finger view".into());
