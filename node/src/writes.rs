@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::biometrics::{Biometrics, DedupIndex, Modality};
+use crate::biometrics::{Biometrics, DedupIndex, Modality, on_every_core};
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::{Peers, call_peer};
 use crate::raft::state_machine::StateReader;
@@ -397,33 +397,13 @@ fn search_batch(
     telemetry: &NodeTelemetry,
     batch: Vec<Option<Vec<Template>>>,
 ) -> Vec<Option<Modality>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let per_thread = batch.len().div_ceil(threads).max(1);
-    let search_index = |part: &[Option<Vec<Template>>]| -> Vec<(Option<Modality>, Duration)> {
-        part.iter()
-            .map(|templates| {
-                let started = Instant::now();
-                let found = templates
-                    .as_ref()
-                    .and_then(|t| biometrics.duplicate(t, None));
-                (found, started.elapsed())
-            })
-            .collect()
-    };
-    let in_index: Vec<(Option<Modality>, Duration)> = if batch.len() <= 1 {
-        search_index(&batch)
-    } else {
-        std::thread::scope(|s| {
-            let parts: Vec<_> = batch
-                .chunks(per_thread)
-                .map(|part| s.spawn(|| search_index(part)))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().expect("a de-dup search thread panicked"))
-                .collect()
-        })
-    };
+    let in_index = on_every_core(&batch, |templates| {
+        let started = Instant::now();
+        let found = templates
+            .as_ref()
+            .and_then(|t| biometrics.duplicate(t, None));
+        (found, started.elapsed())
+    });
     // The batch's earlier enrollments that were found new, indexed under made-up ids.
     let earlier = DedupIndex::default();
     batch

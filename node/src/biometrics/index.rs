@@ -13,7 +13,7 @@ use quorumid_biometrics::gallery::Gallery;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use sha2::{Digest, Sha256};
 
-use super::{face, finger_views};
+use super::{face, finger_views, on_every_core};
 use crate::raft::state_machine::{ApplyObserver, StateReader};
 use crate::registry::{IdentityId, StateError, Template, TemplateFormat};
 
@@ -108,30 +108,14 @@ impl DedupIndex {
 
     /// Adds several identities' templates, building finger templates on every core.
     fn insert_many(&self, identities: &[(IdentityId, Vec<Template>)]) {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_thread = identities.len().div_ceil(threads).max(1);
         let matcher = self
             .fingers
             .read()
             .expect("finger index lock poisoned")
             .matcher()
             .clone();
-        let built: Vec<Vec<(u8, MccTemplate)>> = std::thread::scope(|s| {
-            let parts: Vec<_> = identities
-                .chunks(per_thread)
-                .map(|part| {
-                    let matcher = &matcher;
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|(_, templates)| fingerprint_views(matcher, templates))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().expect("an index rebuild thread panicked"))
-                .collect()
+        let built = on_every_core(identities, |(_, templates)| {
+            fingerprint_views(&matcher, templates)
         });
         let mut gallery = self.fingers.write().expect("finger index lock poisoned");
         for ((id, _), fingers) in identities.iter().zip(built) {
@@ -181,14 +165,11 @@ impl DedupIndex {
         if face_match {
             return Some(Modality::Face);
         }
-        if !templates
-            .iter()
-            .any(|t| t.format == TemplateFormat::Iso19794_2_2005)
-        {
-            return None;
-        }
         let gallery = self.fingers.read().expect("finger index lock poisoned");
         let probe = fingerprint_views(gallery.matcher(), templates);
+        if probe.is_empty() {
+            return None;
+        }
         gallery
             .search(&probe, thresholds.fingerprint, true)
             .map(|_| Modality::Fingerprint)

@@ -241,6 +241,25 @@ impl Biometrics {
     }
 }
 
+/// `f` of every item, in order, the items split over the cores (one thread for one item).
+pub(crate) fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if items.len() <= 1 || threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a biometrics thread panicked"))
+            .collect()
+    })
+}
+
 /// The finger views of a fingerprint template, each as `(ISO position, MCC template)`.
 pub(crate) fn finger_views(
     matcher: &Matcher,
