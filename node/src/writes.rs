@@ -8,10 +8,10 @@
 //!
 //! De-dup: an enrollment with a face or a fingerprint is first searched against every
 //! enrolled one (1:N, DESIGN.md 4). The leader searches the enrollments that arrive together
-//! as one batch, after one read-index round, each also against the batch's earlier ones, and
-//! searches the next batch only once this one is applied: every search sees every earlier
-//! enrollment, one read-index round serves many, and the searches run on blocking threads,
-//! split over the cores.
+//! as one batch, each also against the batch's earlier ones, and searches the next batch only
+//! once this one is applied: every search sees every earlier enrollment. A read-index round
+//! at the first batch of a leadership term brings in what earlier terms committed. The
+//! searches run on blocking threads, split over the cores.
 //!
 //! Group commit: openraft 0.9 appends (and fsyncs) one log entry per proposal, one after the
 //! other. The leader therefore proposes batches: one log entry is in flight at a time
@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::biometrics::{Biometrics, DedupIndex, Modality, on_every_core};
+use crate::biometrics::{Biometrics, DedupIndex, Modality};
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::{Peers, call_peer};
 use crate::raft::state_machine::StateReader;
@@ -289,8 +289,8 @@ async fn propose_batches(raft: Raft, mut queued: mpsc::Receiver<Queued<Command>>
 }
 
 /// The leader's de-dup batcher: runs until the writer is dropped. The enrollments that
-/// waited while the previous batch was searched and committed are searched together,
-/// after one read-index round (so the index holds everything committed before them), each
+/// waited while the previous batch was searched and committed are searched together, once
+/// the index holds everything committed before them (`index_holds_every_enrollment`), each
 /// against the index and against the batch's earlier enrollments; the ones found new are
 /// proposed together, and the next batch waits until they are applied, so that it sees
 /// them in the index.
@@ -300,14 +300,17 @@ async fn dedup_batches(
     state: StateReader,
     mut waiting: mpsc::Receiver<Queued<(Request, tracing::Span)>>,
 ) {
+    // The term in which a read-index round last completed here (see
+    // `index_holds_every_enrollment`).
+    let mut confirmed_term = None;
     while let Some(first) = waiting.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_DEDUP_BATCH {
             let Ok(next) = waiting.try_recv() else { break };
             batch.push(next);
         }
-        let read = match linearizable(&proposer.raft).await {
-            Ok(read) => read,
+        let log_index = match index_holds_every_enrollment(&proposer, &mut confirmed_term).await {
+            Ok(log_index) => log_index,
             Err(e) => {
                 for queued in batch {
                     let _ = queued.reply.send(Err(e.clone()));
@@ -315,7 +318,6 @@ async fn dedup_batches(
                 continue;
             }
         };
-        let log_index = read.map_or(0, |l| l.index);
         // A retry of an applied enrollment would find its own templates, and a retry of one
         // earlier in this batch would find the earlier one's: `apply` answers both with the
         // first result instead.
@@ -389,27 +391,24 @@ async fn dedup_batches(
 }
 
 /// A batch's 1:N de-dup searches, measured (blocking: a fingerprint search takes one MCC
-/// comparison per enrolled finger). `None` in, `None` out: not searched. The searches of the
-/// index are independent and split over the cores; the checks against the batch's earlier
-/// enrollments follow, in order.
+/// comparison per enrolled finger). `None` in, `None` out: not searched. The batch is
+/// searched in the index together (its faces in one pass over the gallery, its fingers
+/// split over the cores); the checks against the batch's earlier enrollments follow, in
+/// order. Each enrollment's de-dup time is the batch's search plus its own check.
 fn search_batch(
     biometrics: &Biometrics,
     telemetry: &NodeTelemetry,
     batch: Vec<Option<Vec<Template>>>,
 ) -> Vec<Option<Modality>> {
-    let in_index = on_every_core(&batch, |templates| {
-        let started = Instant::now();
-        let found = templates
-            .as_ref()
-            .and_then(|t| biometrics.duplicate(t, None));
-        (found, started.elapsed())
-    });
+    let started = Instant::now();
+    let in_index = biometrics.duplicates(&batch);
+    let took = started.elapsed();
     // The batch's earlier enrollments that were found new, indexed under made-up ids.
     let earlier = DedupIndex::default();
     batch
         .into_iter()
         .zip(in_index)
-        .map(|(templates, (found, took))| {
+        .map(|(templates, found)| {
             let templates = templates?;
             let started = Instant::now();
             let found = found.or_else(|| biometrics.duplicate(&templates, Some(&earlier)));
@@ -446,6 +445,40 @@ fn enrolled_templates(request: &Request) -> Vec<Template> {
         Proposal::Enroll { templates, .. } => templates.clone(),
         _ => Vec::new(),
     }
+}
+
+/// Waits until this node's de-dup index holds every committed enrollment, and returns the
+/// applied log index the batch's refusals carry.
+///
+/// The first batch of a leadership term needs a read-index round: enrollments committed in
+/// earlier terms may not be applied here yet. Within the term it is not needed again: every
+/// enrollment of the term goes through this batcher, and each batch is applied before the
+/// next one is searched. So the round runs once per term, not once per batch (it took a
+/// heartbeat round trip from every batch). If the node was deposed without knowing it, its
+/// proposals fail; a refusal it makes is still sound, since whatever it matched is committed.
+async fn index_holds_every_enrollment(
+    proposer: &Proposer,
+    confirmed_term: &mut Option<u64>,
+) -> Result<u64, WriteError> {
+    let (term, leading, applied) = {
+        let metrics = proposer.raft.metrics();
+        let m = metrics.borrow();
+        let leading =
+            m.state == openraft::ServerState::Leader && m.current_leader == Some(proposer.node_id);
+        (
+            m.current_term,
+            leading,
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    };
+    if leading && *confirmed_term == Some(term) {
+        return Ok(applied);
+    }
+    // The term is read before the round: if leadership moved meanwhile, the next batch sees
+    // a different term and runs a round of its own.
+    let read = linearizable(&proposer.raft).await?;
+    *confirmed_term = Some(term);
+    Ok(read.map_or(0, |l| l.index))
 }
 
 /// One read-index round: once it returns, everything committed before it is applied here.
@@ -520,6 +553,10 @@ mod tests {
             &IdentityId::from_random(rand::random()),
             &[finger("101_1.iso")],
         );
+        index.insert(
+            &IdentityId::from_random(rand::random()),
+            &[face(&[0.0, 1.0, 0.0])],
+        );
         let biometrics = Biometrics::new(BiometricsConfig::default(), index).unwrap();
         let telemetry = NodeTelemetry::new(1, "ON");
         let found = search_batch(
@@ -533,6 +570,7 @@ mod tests {
                 Some(vec![face(&[1.0, 0.0, 0.0]), finger("102_1.iso")]),
                 Some(vec![face(&[0.99, 0.1, 0.0])]),
                 Some(vec![face(&[0.0, 0.0, 1.0])]),
+                Some(vec![face(&[0.05, 0.99, 0.0]), finger("104_1.iso")]),
             ],
         );
         assert_eq!(
@@ -545,6 +583,7 @@ mod tests {
                 None,
                 Some(Modality::Face), // the batch's first face
                 None,
+                Some(Modality::Face), // the index's face, in the batch's pass over the faces
             ]
         );
     }

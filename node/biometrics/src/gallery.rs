@@ -50,6 +50,12 @@ pub struct ScanPlan {
     pub prefilter: bool,
 }
 
+/// A batch search ([`Gallery::search_many`]) takes the rows this many bytes of 4-bit rows
+/// at a time and scans them for every probe before it moves on, so that for all but the
+/// first probe they come from the core's cache (1 MiB of L2 a core on the machine of
+/// BENCHMARKS.md), not from memory.
+const CHUNK_BYTES: usize = 256 * 1024;
+
 impl ScanPlan {
     /// Fewest rows worth a thread of their own (a thread costs tens of microseconds to
     /// start; this many rows take about 0.1 ms to scan with the pre-filter, 0.6 ms without).
@@ -93,6 +99,8 @@ pub struct Gallery {
     plan: ScanPlan,
     /// [`ScanPlan::ROWS_PER_THREAD`], lowered by the unit tests to split small galleries.
     rows_per_thread: usize,
+    /// [`CHUNK_BYTES`], lowered by the unit tests to chunk small galleries.
+    chunk_bytes: usize,
     /// Set by the unit tests only: the portable code even where AVX2 is present.
     portable: bool,
 }
@@ -200,6 +208,21 @@ struct Best {
     best: Option<(usize, GalleryMatch)>,
 }
 
+impl Best {
+    /// The best of the parts of a split scan. Parts are in row order: on a tie the earlier
+    /// part's (lower) row stays.
+    fn merge(parts: Vec<Best>) -> Option<GalleryMatch> {
+        let best = parts.into_iter().filter_map(|p| p.best).fold(
+            None::<(usize, GalleryMatch)>,
+            |acc, b| match acc {
+                Some(a) if b.1.score <= a.1.score => Some(a),
+                _ => Some(b),
+            },
+        );
+        best.map(|(_, m)| m)
+    }
+}
+
 impl Sink for Best {
     fn threshold(&self) -> f32 {
         self.best.map_or(self.threshold, |(_, b)| b.score)
@@ -247,6 +270,7 @@ impl Gallery {
             rows: HashMap::new(),
             plan: ScanPlan::default(),
             rows_per_thread: ScanPlan::ROWS_PER_THREAD,
+            chunk_bytes: CHUNK_BYTES,
             portable: false,
         }
     }
@@ -337,15 +361,22 @@ impl Gallery {
             threshold,
             best: None,
         })?;
-        // Parts are in row order: on a tie the earlier part's (lower) row stays.
-        let best = parts.into_iter().filter_map(|p| p.best).fold(
-            None::<(usize, GalleryMatch)>,
-            |acc, b| match acc {
-                Some(a) if b.1.score <= a.1.score => Some(a),
-                _ => Some(b),
-            },
-        );
-        Ok((best.map(|(_, m)| m), count))
+        Ok((Best::merge(parts), count))
+    }
+
+    /// [`search`](Self::search) for each of `probes`, in one pass over the rows: each chunk
+    /// of rows is scanned for every probe while it is in the cache. The answers are those
+    /// of `search`, to the bit; a batch of enrollments reads the gallery once, not once each.
+    pub fn search_many(
+        &self,
+        probes: &[&FaceTemplate],
+        threshold: f32,
+    ) -> Result<Vec<Option<GalleryMatch>>, FaceError> {
+        let (per_probe, _) = self.scan_many(probes, || Best {
+            threshold,
+            best: None,
+        })?;
+        Ok(per_probe.into_iter().map(Best::merge).collect())
     }
 
     /// Every template with `score >= threshold`, best first (ties: the lowest row first).
@@ -394,24 +425,57 @@ impl Gallery {
         probe: &FaceTemplate,
         sink: impl Fn() -> S,
     ) -> Result<(Vec<S>, ScanCount), FaceError> {
-        self.model.check(probe.model())?;
-        let prepared = self
-            .plan
-            .prefilter
-            .then(|| self.coarse.probe(probe.values(), probe.inverse_norm()));
+        let (mut per_probe, count) = self.scan_many(&[probe], sink)?;
+        Ok((per_probe.pop().unwrap_or_default(), count))
+    }
+
+    /// Scans every row for each of `probes`: for each probe, the sinks made by `sink`, one
+    /// per part of the split, in row order. A part's rows are taken a chunk (`chunk_bytes`
+    /// of 4-bit rows) at a time, each chunk scanned for every probe before the next.
+    fn scan_many<S: Sink + Send>(
+        &self,
+        probes: &[&FaceTemplate],
+        sink: impl Fn() -> S,
+    ) -> Result<(Vec<Vec<S>>, ScanCount), FaceError> {
+        for probe in probes {
+            self.model.check(probe.model())?;
+        }
+        let prepared: Vec<Option<CoarseProbe>> = probes
+            .iter()
+            .map(|probe| {
+                self.plan
+                    .prefilter
+                    .then(|| self.coarse.probe(probe.values(), probe.inverse_norm()))
+            })
+            .collect();
         let blocks = self.coarse.blocks();
+        let work = self.len().saturating_mul(probes.len());
         let threads = self
             .plan
             .threads
-            .min(self.len() / self.rows_per_thread.max(1))
+            .min(work / self.rows_per_thread.max(1))
             .max(1);
         let parts: Vec<Range<usize>> = (0..threads)
             .map(|t| blocks * t / threads..blocks * (t + 1) / threads)
             .collect();
-        let mut sinks: Vec<S> = parts.iter().map(|_| sink()).collect();
+        let chunk = (self.chunk_bytes / self.coarse.block_bytes().max(1)).max(1);
+        let mut sinks: Vec<Vec<S>> = parts
+            .iter()
+            .map(|_| probes.iter().map(|_| sink()).collect())
+            .collect();
         let mut rechecked = vec![0usize; threads];
-        let run = |part: &Range<usize>, sink: &mut S| {
-            self.scan_blocks(probe, prepared.as_ref(), part.clone(), sink)
+        let run = |part: &Range<usize>, sinks: &mut Vec<S>| {
+            let mut scored = 0;
+            let mut start = part.start;
+            while start < part.end {
+                let end = (start + chunk).min(part.end);
+                for ((probe, prepared), sink) in probes.iter().zip(&prepared).zip(sinks.iter_mut())
+                {
+                    scored += self.scan_blocks(probe, prepared.as_ref(), start..end, sink);
+                }
+                start = end;
+            }
+            scored
         };
         if threads == 1 {
             rechecked[0] = run(&parts[0], &mut sinks[0]);
@@ -420,11 +484,11 @@ impl Gallery {
             std::thread::scope(|s| {
                 let mut work = parts.iter().zip(sinks.iter_mut()).zip(rechecked.iter_mut());
                 let first = work.next();
-                for ((part, sink), n) in work {
-                    s.spawn(move || *n = run(part, sink));
+                for ((part, sinks), n) in work {
+                    s.spawn(move || *n = run(part, sinks));
                 }
-                if let Some(((part, sink), n)) = first {
-                    *n = run(part, sink);
+                if let Some(((part, sinks), n)) = first {
+                    *n = run(part, sinks);
                 }
             });
         }
@@ -433,7 +497,14 @@ impl Gallery {
             rechecked: rechecked.iter().sum(),
             threads,
         };
-        Ok((sinks, count))
+        // Part-major to probe-major.
+        let mut per_probe: Vec<Vec<S>> = probes.iter().map(|_| Vec::new()).collect();
+        for part in sinks {
+            for (probe, sink) in per_probe.iter_mut().zip(part) {
+                probe.push(sink);
+            }
+        }
+        Ok((per_probe, count))
     }
 
     /// Scans the rows of blocks `blocks` (of [`LANES`] rows); returns the rows scored.
@@ -670,6 +741,10 @@ mod tests {
                     let mut one = g.clone();
                     one.set_plan(ScanPlan { threads, prefilter });
                     one.rows_per_thread = 1;
+                    // Chunks of one block, except with two threads: the default.
+                    if threads != 2 {
+                        one.chunk_bytes = 1;
+                    }
                     one.portable = portable;
                     out.push(one);
                 }
@@ -727,6 +802,35 @@ mod tests {
                 assert!(rechecked * 4 < searched, "{rechecked} of {searched}");
             }
         }
+    }
+
+    #[test]
+    fn a_batch_search_gives_each_probe_the_answer_of_its_own_search() {
+        let exact = |m: Option<GalleryMatch>| m.map(|m| (m.key, m.score.to_bits()));
+        for (dimension, count) in [(7, 50), (128, 300), (130, 77)] {
+            let (reference, probes) = galleries(dimension, count, 11 + dimension as u64);
+            let probes: Vec<&FaceTemplate> = probes.iter().collect();
+            for g in every_way(&reference) {
+                for t in [f32::NEG_INFINITY, 0.0, 0.3, 0.9, 1.0] {
+                    let got = g.search_many(&probes, t).unwrap();
+                    assert_eq!(got.len(), probes.len());
+                    for (probe, got) in probes.iter().zip(got) {
+                        assert_eq!(
+                            exact(got),
+                            exact(reference.search(probe, t)),
+                            "d {dimension} threshold {t} plan {:?} chunk {}",
+                            g.plan,
+                            g.chunk_bytes
+                        );
+                    }
+                }
+                assert!(g.search_many(&[], 0.5).unwrap().is_empty());
+            }
+        }
+        let (reference, _) = galleries(16, 20, 3);
+        let other = FaceTemplate::from_parts(ModelId::new("u", 16).unwrap(), 0.01, vec![1; 16]);
+        let g = &every_way(&reference)[0];
+        assert!(g.search_many(&[&other.unwrap()], 0.5).is_err());
     }
 
     #[test]

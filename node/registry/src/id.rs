@@ -38,37 +38,41 @@ impl IdentityId {
         });
         let mut body = [0u8; BODY_LEN];
         for slot in body.iter_mut().rev() {
-            *slot = ALPHABET[(value & 31) as usize];
+            *slot = (value & 31) as u8;
             value >>= 5;
         }
         let mut id = String::with_capacity(BODY_LEN + 1);
-        id.extend(body.iter().map(|&c| c as char));
+        id.extend(body.iter().map(|&v| ALPHABET[usize::from(v)] as char));
         id.push(ALPHABET[check_digit(&body)] as char);
         IdentityId(id)
     }
 
     /// Parses user input: case-insensitive, and O/I/L read as 0/1/1 as Crockford prescribes.
     pub fn parse(input: &str) -> Result<IdentityId, IdParseError> {
-        let chars: Vec<char> = input.chars().collect();
-        if chars.len() != BODY_LEN + 1 {
-            return Err(IdParseError::Length(chars.len()));
+        let length = input.chars().count();
+        if length != BODY_LEN + 1 {
+            return Err(IdParseError::Length(length));
         }
-        let mut canonical = [0u8; BODY_LEN + 1];
-        for (i, c) in chars.iter().enumerate() {
+        let mut canonical = String::with_capacity(BODY_LEN + 1);
+        let mut values = [0u8; BODY_LEN + 1];
+        for (i, c) in input.chars().enumerate() {
             let c = match c.to_ascii_uppercase() {
                 'O' => '0',
                 'I' | 'L' => '1',
                 other => other,
             };
-            if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
-                return Err(IdParseError::Character(i));
-            }
-            canonical[i] = c as u8;
+            let value = u8::try_from(c)
+                .ok()
+                .and_then(|c| VALUE.get(usize::from(c)).copied())
+                .filter(|&v| v != NOT_IN_ALPHABET)
+                .ok_or(IdParseError::Character(i))?;
+            values[i] = value;
+            canonical.push(c);
         }
-        if ALPHABET[check_digit(&canonical[..BODY_LEN])] != canonical[BODY_LEN] {
+        if check_digit(&values[..BODY_LEN]) != usize::from(values[BODY_LEN]) {
             return Err(IdParseError::Check);
         }
-        Ok(IdentityId(String::from_utf8_lossy(&canonical).into_owned()))
+        Ok(IdentityId(canonical))
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,17 +98,27 @@ impl fmt::Display for IdentityId {
     }
 }
 
-fn value_of(c: u8) -> usize {
-    ALPHABET.iter().position(|&a| a == c).unwrap_or(0)
-}
+const NOT_IN_ALPHABET: u8 = u8::MAX;
 
-/// Luhn mod N (N = 32) check character over `body`.
+/// Each ASCII character's value in `ALPHABET`, or `NOT_IN_ALPHABET`. (Ids are decoded with
+/// every log entry and record that holds one, so this is a table, not a search.)
+const VALUE: [u8; 128] = {
+    let mut table = [NOT_IN_ALPHABET; 128];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Luhn mod N (N = 32) check character over `body`, given as values in `ALPHABET`.
 fn check_digit(body: &[u8]) -> usize {
     const N: usize = 32;
     let mut factor = 2;
     let mut sum = 0;
-    for &c in body.iter().rev() {
-        let addend = factor * value_of(c);
+    for &value in body.iter().rev() {
+        let addend = factor * usize::from(value);
         sum += addend / N + addend % N;
         factor = if factor == 2 { 1 } else { 2 };
     }

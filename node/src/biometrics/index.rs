@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use quorumid_biometrics::face::ModelId;
+use quorumid_biometrics::face::{FaceTemplate, ModelId};
 use quorumid_biometrics::finger_gallery::FingerGallery;
 use quorumid_biometrics::gallery::Gallery;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
@@ -149,30 +149,90 @@ impl DedupIndex {
         templates: &[Template],
         thresholds: DedupThresholds,
     ) -> Option<Modality> {
-        let face_match = {
-            let galleries = self.faces.read().expect("face index lock poisoned");
-            templates
-                .iter()
-                .filter(|t| t.format == TemplateFormat::FaceEmbeddingF32)
-                .filter_map(|t| face(t).ok())
-                .any(|probe| {
-                    galleries
-                        .get(probe.model())
-                        .and_then(|g| g.search(&probe, thresholds.face).ok().flatten())
-                        .is_some()
-                })
-        };
-        if face_match {
+        if self.faces_match(&[templates], thresholds.face)[0] {
             return Some(Modality::Face);
         }
+        self.fingers_match(templates, thresholds.fingerprint)
+            .then_some(Modality::Fingerprint)
+    }
+
+    /// [`find_match`](Self::find_match) for each enrollment of a batch (`None`: not
+    /// searched, and no match). The batch's faces are searched in one pass over each
+    /// model's gallery; then the fingers of those with no face match, split over the cores.
+    pub fn find_matches(
+        &self,
+        batch: &[Option<Vec<Template>>],
+        thresholds: DedupThresholds,
+    ) -> Vec<Option<Modality>> {
+        let searched: Vec<(usize, &[Template])> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, templates)| Some((i, templates.as_deref()?)))
+            .collect();
+        let all: Vec<&[Template]> = searched.iter().map(|(_, t)| *t).collect();
+        let faces = self.faces_match(&all, thresholds.face);
+        let no_face: Vec<&(usize, &[Template])> = searched
+            .iter()
+            .zip(&faces)
+            .filter(|(_, face)| !**face)
+            .map(|(searched, _)| searched)
+            .collect();
+        let fingers = on_every_core(&no_face, |(_, templates)| {
+            self.fingers_match(templates, thresholds.fingerprint)
+        });
+        let mut found = vec![None; batch.len()];
+        for ((i, _), face) in searched.iter().zip(faces) {
+            if face {
+                found[*i] = Some(Modality::Face);
+            }
+        }
+        for ((i, _), finger) in no_face.into_iter().zip(fingers) {
+            if finger {
+                found[*i] = Some(Modality::Fingerprint);
+            }
+        }
+        found
+    }
+
+    /// For each enrollment, whether one of its faces matches an enrolled face of its model
+    /// at or above `threshold`: each model's faces of the whole batch in one pass.
+    fn faces_match(&self, batch: &[&[Template]], threshold: f32) -> Vec<bool> {
+        let mut by_model: HashMap<ModelId, Vec<(usize, FaceTemplate)>> = HashMap::new();
+        for (i, templates) in batch.iter().enumerate() {
+            let faces = templates
+                .iter()
+                .filter(|t| t.format == TemplateFormat::FaceEmbeddingF32)
+                .filter_map(|t| face(t).ok());
+            for probe in faces {
+                by_model
+                    .entry(probe.model().clone())
+                    .or_default()
+                    .push((i, probe));
+            }
+        }
+        let mut matched = vec![false; batch.len()];
+        let galleries = self.faces.read().expect("face index lock poisoned");
+        for (model, probes) in &by_model {
+            let Some(gallery) = galleries.get(model) else {
+                continue;
+            };
+            let refs: Vec<&FaceTemplate> = probes.iter().map(|(_, probe)| probe).collect();
+            let Ok(found) = gallery.search_many(&refs, threshold) else {
+                continue;
+            };
+            for ((i, _), found) in probes.iter().zip(found) {
+                matched[*i] |= found.is_some();
+            }
+        }
+        matched
+    }
+
+    /// Whether one of the finger views among `templates` matches an enrolled one at a
+    /// position they may share, at or above `threshold`.
+    fn fingers_match(&self, templates: &[Template], threshold: f32) -> bool {
         let gallery = self.fingers.read().expect("finger index lock poisoned");
         let probe = fingerprint_views(gallery.matcher(), templates);
-        if probe.is_empty() {
-            return None;
-        }
-        gallery
-            .search(&probe, thresholds.fingerprint, true)
-            .map(|_| Modality::Fingerprint)
+        !probe.is_empty() && gallery.search(&probe, threshold, true).is_some()
     }
 
     /// How many face templates the index holds.

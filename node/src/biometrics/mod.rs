@@ -168,13 +168,22 @@ impl Biometrics {
         templates: &[Template],
         index: Option<&DedupIndex>,
     ) -> Option<Modality> {
-        let thresholds = DedupThresholds {
-            face: self.thresholds.dedup_face,
-            fingerprint: self.thresholds.dedup_fingerprint,
-        };
         index
             .unwrap_or(&self.index)
-            .find_match(templates, thresholds)
+            .find_match(templates, self.dedup_thresholds())
+    }
+
+    fn dedup_thresholds(&self) -> DedupThresholds {
+        DedupThresholds {
+            face: self.thresholds.dedup_face,
+            fingerprint: self.thresholds.dedup_fingerprint,
+        }
+    }
+
+    /// [`duplicate`](Self::duplicate) against the node's own index for each enrollment of
+    /// a batch (`None`: not searched), in one pass over the faces.
+    pub fn duplicates(&self, batch: &[Option<Vec<Template>>]) -> Vec<Option<Modality>> {
+        self.index.find_matches(batch, self.dedup_thresholds())
     }
 
     /// Refuses a template that could never be matched, saying why.

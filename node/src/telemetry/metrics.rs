@@ -159,7 +159,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "enroll_dedup_duration",
-            "Time of the 1:N face search before an enrollment is proposed",
+            "Time of the 1:N search (faces and fingers) before an enrollment is proposed: its batch's search of the index and its own check against the batch",
             Unit::Seconds,
             m.dedup_duration.clone(),
         );
