@@ -437,6 +437,29 @@ impl Coarse {
         ]
     }
 
+    /// Visits the rows of whole blocks `block` and `block + 1` whose bound, from their nibble
+    /// sums, reaches the visitor's threshold (read once for the pair).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn visit_pair_avx2(
+        &self,
+        block: usize,
+        sums: [std::arch::x86_64::__m256i; 2],
+        probe: &CoarseProbe,
+        inverse_norms: &[f32],
+        visit: &mut impl Visit,
+    ) {
+        let threshold = visit.threshold();
+        let [s0, s1] = sums;
+        let u0 = self.finish_avx2(block, s0, probe);
+        let u1 = self.finish_avx2(block + 1, s1, probe);
+        let m0 = Self::reached_avx2(block, u0, probe, inverse_norms, threshold);
+        let m1 = Self::reached_avx2(block + 1, u1, probe, inverse_norms, threshold);
+        visit_mask(block, m0, visit);
+        visit_mask(block + 1, m1, visit);
+    }
+
     /// Visits the rows of blocks `blocks` whose bound reaches the threshold, portably.
     pub fn scan_portable(
         &self,
@@ -479,28 +502,16 @@ impl Coarse {
                     // A prefetch never faults, even past the end of the array.
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast::<i8>());
                 }
-                let threshold = visit.threshold();
-                let [s0, s1] = self.pair_sums_128(block, &q);
-                let u0 = self.finish_avx2(block, s0, probe);
-                let u1 = self.finish_avx2(block + 1, s1, probe);
-                let m0 = Self::reached_avx2(block, u0, probe, inverse_norms, threshold);
-                let m1 = Self::reached_avx2(block + 1, u1, probe, inverse_norms, threshold);
-                visit_mask(block, m0, visit);
-                visit_mask(block + 1, m1, visit);
+                let sums = self.pair_sums_128(block, &q);
+                self.visit_pair_avx2(block, sums, probe, inverse_norms, visit);
                 block += 2;
             }
         }
         if vnni() {
             while block + 2 <= whole {
-                let threshold = visit.threshold();
                 // SAFETY: AVX-512 VNNI and VL were just detected.
-                let [s0, s1] = unsafe { self.pair_sums_vnni(block, probe) };
-                let u0 = self.finish_avx2(block, s0, probe);
-                let u1 = self.finish_avx2(block + 1, s1, probe);
-                let m0 = Self::reached_avx2(block, u0, probe, inverse_norms, threshold);
-                let m1 = Self::reached_avx2(block + 1, u1, probe, inverse_norms, threshold);
-                visit_mask(block, m0, visit);
-                visit_mask(block + 1, m1, visit);
+                let sums = unsafe { self.pair_sums_vnni(block, probe) };
+                self.visit_pair_avx2(block, sums, probe, inverse_norms, visit);
                 block += 2;
             }
         }
