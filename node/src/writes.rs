@@ -411,7 +411,7 @@ fn search_batch(
         .map(|(templates, found)| {
             let templates = templates?;
             let started = Instant::now();
-            let found = found.or_else(|| biometrics.duplicate(&templates, Some(&earlier)));
+            let found = found.or_else(|| biometrics.duplicate(&templates, &earlier));
             let metrics = &telemetry.metrics;
             metrics
                 .dedup_duration

@@ -36,15 +36,13 @@ impl IdentityId {
             b[6..].copy_from_slice(&bits);
             b
         });
-        let mut body = [0u8; BODY_LEN];
-        for slot in body.iter_mut().rev() {
+        let mut values = [0u8; BODY_LEN + 1];
+        for slot in values[..BODY_LEN].iter_mut().rev() {
             *slot = (value & 31) as u8;
             value >>= 5;
         }
-        let mut id = String::with_capacity(BODY_LEN + 1);
-        id.extend(body.iter().map(|&v| ALPHABET[usize::from(v)] as char));
-        id.push(ALPHABET[check_digit(&body)] as char);
-        IdentityId(id)
+        values[BODY_LEN] = check_digit(&values[..BODY_LEN]) as u8;
+        IdentityId(spell(&values))
     }
 
     /// Parses user input: case-insensitive, and O/I/L read as 0/1/1 as Crockford prescribes.
@@ -53,7 +51,6 @@ impl IdentityId {
         if length != BODY_LEN + 1 {
             return Err(IdParseError::Length(length));
         }
-        let mut canonical = String::with_capacity(BODY_LEN + 1);
         let mut values = [0u8; BODY_LEN + 1];
         for (i, c) in input.chars().enumerate() {
             let c = match c.to_ascii_uppercase() {
@@ -67,12 +64,11 @@ impl IdentityId {
                 .filter(|&v| v != NOT_IN_ALPHABET)
                 .ok_or(IdParseError::Character(i))?;
             values[i] = value;
-            canonical.push(c);
         }
         if check_digit(&values[..BODY_LEN]) != usize::from(values[BODY_LEN]) {
             return Err(IdParseError::Check);
         }
-        Ok(IdentityId(canonical))
+        Ok(IdentityId(spell(&values)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -111,6 +107,14 @@ const VALUE: [u8; 128] = {
     }
     table
 };
+
+/// The canonical text of an id given as values in `ALPHABET`.
+fn spell(values: &[u8]) -> String {
+    values
+        .iter()
+        .map(|&v| char::from(ALPHABET[usize::from(v)]))
+        .collect()
+}
 
 /// Luhn mod N (N = 32) check character over `body`, given as values in `ALPHABET`.
 fn check_digit(body: &[u8]) -> usize {

@@ -164,31 +164,24 @@ impl DedupIndex {
         batch: &[Option<Vec<Template>>],
         thresholds: DedupThresholds,
     ) -> Vec<Option<Modality>> {
-        let searched: Vec<(usize, &[Template])> = batch
+        let all: Vec<&[Template]> = batch
             .iter()
-            .enumerate()
-            .filter_map(|(i, templates)| Some((i, templates.as_deref()?)))
+            .map(|templates| templates.as_deref().unwrap_or_default())
             .collect();
-        let all: Vec<&[Template]> = searched.iter().map(|(_, t)| *t).collect();
         let faces = self.faces_match(&all, thresholds.face);
-        let no_face: Vec<&(usize, &[Template])> = searched
-            .iter()
-            .zip(&faces)
-            .filter(|(_, face)| !**face)
-            .map(|(searched, _)| searched)
+        let no_face: Vec<usize> = (0..all.len())
+            .filter(|&i| !faces[i] && !all[i].is_empty())
             .collect();
-        let fingers = on_every_core(&no_face, |(_, templates)| {
-            self.fingers_match(templates, thresholds.fingerprint)
+        let fingers = on_every_core(&no_face, |&i| {
+            self.fingers_match(all[i], thresholds.fingerprint)
         });
-        let mut found = vec![None; batch.len()];
-        for ((i, _), face) in searched.iter().zip(faces) {
-            if face {
-                found[*i] = Some(Modality::Face);
-            }
-        }
-        for ((i, _), finger) in no_face.into_iter().zip(fingers) {
+        let mut found: Vec<Option<Modality>> = faces
+            .into_iter()
+            .map(|face| face.then_some(Modality::Face))
+            .collect();
+        for (i, finger) in no_face.into_iter().zip(fingers) {
             if finger {
-                found[*i] = Some(Modality::Fingerprint);
+                found[i] = Some(Modality::Fingerprint);
             }
         }
         found

@@ -161,16 +161,10 @@ impl Biometrics {
         })
     }
 
-    /// 1:N de-dup: does an enrolling face or finger match an enrolled one (in `index`, or
-    /// in the node's own index by default)? Says which rule matched.
-    pub fn duplicate(
-        &self,
-        templates: &[Template],
-        index: Option<&DedupIndex>,
-    ) -> Option<Modality> {
-        index
-            .unwrap_or(&self.index)
-            .find_match(templates, self.dedup_thresholds())
+    /// 1:N de-dup: does an enrolling face or finger match one enrolled in `index` (the
+    /// leader's check against a batch's earlier enrollments)? Says which rule matched.
+    pub fn duplicate(&self, templates: &[Template], index: &DedupIndex) -> Option<Modality> {
+        index.find_match(templates, self.dedup_thresholds())
     }
 
     fn dedup_thresholds(&self) -> DedupThresholds {
