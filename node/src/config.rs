@@ -24,9 +24,11 @@
 //! retired_storage_keys = { "1" = "<64 hex characters>" } # opened, never used to seal; or
 //!                                      # QUORUMID_RETIRED_STORAGE_KEYS="1:<hex>,..."
 //!
-//! [biometrics]                         # 1:1 decision thresholds (BENCHMARKS.md)
-//! face = 0.393
+//! [biometrics]                         # decision thresholds (BENCHMARKS.md)
+//! face = 0.393                         # 1:1
 //! fingerprint = 0.035
+//! dedup_fpir = 0.01                    # 1:N: newcomers taken for somebody; see
+//!                                      # biometrics/index.rs
 //! face_models = "/var/lib/quorumid-models" # YuNet + SFace, for face images; or
 //!                                      # QUORUMID_FACE_MODELS
 //!
@@ -470,6 +472,7 @@ impl NodeConfig {
             }
         }
         self.telemetry.check()?;
+        self.biometrics.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Every unordered pair of samples is scored (O(n²): meant for evaluation sets of up to
 //! some thousands) with the int8 templates the node stores, split into genuine (same
-//! label) and impostor pairs, and summarised: EER, FNMR at FMR 1e-2 / 1e-3 / 1e-4, and the
-//! threshold for each named FMR target.
+//! label) and impostor pairs, and summarised: EER, FNMR at FMR 1e-2 / 1e-3 / 1e-4, the
+//! threshold for each named FMR target, and the impostor scores' fitted upper tail (for 1:N
+//! thresholds past what the set measures, `identification`).
 //!
 //! Embedding models whose vectors are not zero-centred crowd every score towards 1 and
 //! waste the int8 range on the shared offset. [`Centring::Mean`] subtracts the set's mean
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use crate::eval::{ErrorRates, EvalError, FmrPoint, ScoreSets};
 use crate::face::{Embedding, FaceError, FaceTemplate, ModelId};
+use crate::identification::{ImpostorTail, TAIL_FRACTION};
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum CalibrationError {
@@ -107,6 +109,9 @@ pub struct Calibration {
     pub rates: ErrorRates,
     /// One per requested FMR target, in the order asked.
     pub thresholds: Vec<FmrPoint>,
+    /// The impostor scores' upper tail at [`TAIL_FRACTION`], for de-dup thresholds that rise
+    /// with the gallery; `None` when too few impostor pairs lie in it to fit one.
+    pub impostor_tail: Option<ImpostorTail>,
 }
 
 /// Calibrates `model` on `(label, embedding)` samples; see the module documentation.
@@ -161,6 +166,7 @@ pub fn calibrate<L: PartialEq>(
         impostor: Distribution::of(&impostor),
         rates,
         thresholds,
+        impostor_tail: ImpostorTail::fit(&impostor, TAIL_FRACTION).ok(),
     })
 }
 

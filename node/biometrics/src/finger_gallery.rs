@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::identification::ImpostorTail;
 use crate::mcc::{Matcher, MccTemplate};
 
 /// The default de-dup threshold (MCC score, one finger): the lowest that keeps the false
@@ -24,6 +25,17 @@ use crate::mcc::{Matcher, MccTemplate};
 /// (11,520), at or under 1e-4 (`tests/fvc.rs` checks it). Stricter than the 1:1 threshold
 /// since an enrollment is compared with every enrolled finger.
 pub const DEDUP_THRESHOLD: f32 = 0.037;
+
+/// The upper tail of one-finger impostor scores, fitted (`identification`) to the same
+/// pooled FVC2002 pairs at [`TAIL_FRACTION`](crate::identification::TAIL_FRACTION)
+/// (`tests/fvc.rs` checks it): heavier than exponential. The de-dup threshold rises along it
+/// as the gallery grows.
+pub const IMPOSTOR_TAIL: ImpostorTail = ImpostorTail {
+    from: 0.02044,
+    fraction: 0.01997,
+    scale: 0.002687,
+    shape: 0.0900,
+};
 
 /// The finger position of a record that does not name one.
 pub const UNKNOWN_POSITION: u8 = 0;

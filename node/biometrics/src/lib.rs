@@ -14,6 +14,8 @@
 //!   ([`gallery::Gallery`]) and an HNSW graph for large galleries ([`gallery::HnswGallery`]).
 //! - [`synthetic`]: synthetic face embeddings fitted to a real set's scores, for scale tests.
 //! - [`calibration`]: thresholds and error rates from a labelled set of embeddings.
+//! - [`identification`]: 1:N de-dup thresholds that rise with the gallery, from a fitted
+//!   impostor score tail.
 
 pub mod calibration;
 pub mod eval;
@@ -25,5 +27,6 @@ pub mod fingerprint;
 pub mod fusion;
 pub mod fvc;
 pub mod gallery;
+pub mod identification;
 pub mod mcc;
 pub mod synthetic;

@@ -4,13 +4,16 @@
 //!
 //! It scores every pair with the node's own int8 templates, reports the genuine and impostor
 //! distributions, EER and FNMR at FMR 1e-2/1e-3/1e-4, and writes the `[biometrics]` section:
-//! the 1:1 threshold at `--fmr` and the de-dup threshold at `--dedup-fmr`.
+//! the 1:1 threshold at `--fmr`, the de-dup floor at `--dedup-fmr`, and the impostor tail the
+//! de-dup threshold rises along as the gallery grows (with the de-dup threshold and the FNMR
+//! it gives at some gallery sizes).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use quorumid_biometrics::calibration::{Calibration, Centring, calibrate};
-use quorumid_biometrics::face::ModelId;
+use quorumid_biometrics::calibration::{Calibration, Centring, calibrate, pair_scores};
+use quorumid_biometrics::eval::ScoreSets;
+use quorumid_biometrics::face::{Embedding, ModelId};
 
 use super::BiometricsConfig;
 
@@ -81,10 +84,14 @@ pub fn thresholds(
     let model = ModelId::new(model, samples[0].1.len())?;
     // The node compares embeddings as they come (it does not centre them), so calibrate the same way.
     let calibration = calibrate(&model, samples, Centring::None, &[fmr, dedup_fmr])?;
+    let defaults = BiometricsConfig::default();
     let thresholds = BiometricsConfig {
         face: calibration.thresholds[0].threshold as f32,
         dedup_face: calibration.thresholds[1].threshold as f32,
-        ..BiometricsConfig::default()
+        face_impostor_tail: calibration
+            .impostor_tail
+            .unwrap_or(defaults.face_impostor_tail),
+        ..defaults
     };
     Ok((thresholds, calibration))
 }
@@ -115,6 +122,41 @@ pub fn run(options: CalibrateOptions) -> anyhow::Result<()> {
             100.0 * p.fnmr,
             p.threshold
         );
+    }
+    match &c.impostor_tail {
+        Some(tail) => {
+            println!(
+                "impostor tail: from {:.4} ({} % of pairs above), scale {:.5}, shape {:.3}",
+                tail.from,
+                100.0 * tail.fraction,
+                tail.scale,
+                tail.shape
+            );
+            let model = ModelId::new(&options.model, samples[0].1.len())?;
+            let templates = samples
+                .iter()
+                .map(|(_, v)| Ok(Embedding::new(model.clone(), v.clone())?.quantise()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (genuine, impostor) = pair_scores(&samples, &templates)?;
+            let scores = ScoreSets::new(&genuine, &impostor)?;
+            let sizes = [1_000, 100_000, 1_000_000];
+            for at in tail.at_sizes(
+                thresholds.dedup_face,
+                thresholds.dedup_fpir / 2.0,
+                &sizes,
+                &scores,
+            ) {
+                println!(
+                    "de-dup threshold at {} enrolled faces: {:.4} (FNMR {:.2} %)",
+                    at.comparisons,
+                    at.threshold,
+                    100.0 * at.fnmr
+                );
+            }
+        }
+        None => println!(
+            "too few impostor pairs to fit their tail: the default face_impostor_tail is kept"
+        ),
     }
     // Report what centring would give, for models whose embeddings are not zero-centred.
     let model = ModelId::new(&options.model, samples[0].1.len())?;
@@ -162,6 +204,12 @@ mod tests {
             "{}",
             t.dedup_face
         );
+        // The default face tail is ORL's, as this calibration fits it.
+        let (tail, default) = (t.face_impostor_tail, defaults.face_impostor_tail);
+        assert!((tail.from - default.from).abs() < 1e-3, "{tail:?}");
+        assert!((tail.fraction - default.fraction).abs() < 1e-6, "{tail:?}");
+        assert!((tail.scale / default.scale - 1.0).abs() < 1e-3, "{tail:?}");
+        assert_eq!(tail.shape, default.shape, "{tail:?}");
         assert!(c.rates.eer < 0.005);
     }
 

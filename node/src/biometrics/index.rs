@@ -3,6 +3,15 @@
 //! in step with its applied state (rebuilt at start and after a snapshot install, extended
 //! as enrollments apply), so any node can search it when it becomes leader. Both searches
 //! are exact: they never miss a template at or above the threshold.
+//!
+//! The threshold rises with the gallery. A newcomer searched against N templates has N
+//! chances to be taken for somebody else; at a fixed per-comparison false match rate of 1e-4,
+//! 63 % of newcomers would be refused at 10,000 templates. Each search therefore takes the
+//! threshold at which its comparisons (the probe's templates times the gallery's) keep the
+//! configured share of newcomers refused (`dedup_fpir`, half of it to each modality), from
+//! the modality's fitted impostor tail (`quorumid_biometrics::identification`), and never
+//! under the configured floor. The price: a duplicate must score higher to be caught in a
+//! large gallery (BENCHMARKS.md gives the rates).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -10,6 +19,7 @@ use std::sync::RwLock;
 use quorumid_biometrics::face::{FaceTemplate, ModelId};
 use quorumid_biometrics::finger_gallery::FingerGallery;
 use quorumid_biometrics::gallery::Gallery;
+use quorumid_biometrics::identification::ImpostorTail;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use sha2::{Digest, Sha256};
 
@@ -24,11 +34,29 @@ pub enum Modality {
     Fingerprint,
 }
 
-/// De-dup thresholds, one per modality.
+/// De-dup thresholds, one rule per modality: a floor, and the impostor tail it rises along
+/// to keep each search's share `fpir / 2` of newcomers refused.
 #[derive(Clone, Copy, Debug)]
 pub struct DedupThresholds {
     pub face: f32,
     pub fingerprint: f32,
+    pub face_tail: ImpostorTail,
+    pub fingerprint_tail: ImpostorTail,
+    pub fpir: f64,
+}
+
+impl DedupThresholds {
+    /// The face threshold of a search making `comparisons` comparisons.
+    pub fn face_for(&self, comparisons: usize) -> f32 {
+        self.face_tail
+            .dedup_threshold(self.face, comparisons, self.fpir / 2.0)
+    }
+
+    /// The one-finger threshold of a search making `comparisons` comparisons.
+    pub fn fingerprint_for(&self, comparisons: usize) -> f32 {
+        self.fingerprint_tail
+            .dedup_threshold(self.fingerprint, comparisons, self.fpir / 2.0)
+    }
 }
 
 pub struct DedupIndex {
@@ -149,10 +177,10 @@ impl DedupIndex {
         templates: &[Template],
         thresholds: DedupThresholds,
     ) -> Option<Modality> {
-        if self.faces_match(&[templates], thresholds.face)[0] {
+        if self.faces_match(&[templates], &thresholds)[0] {
             return Some(Modality::Face);
         }
-        self.fingers_match(templates, thresholds.fingerprint)
+        self.fingers_match(templates, &thresholds)
             .then_some(Modality::Fingerprint)
     }
 
@@ -168,13 +196,11 @@ impl DedupIndex {
             .iter()
             .map(|templates| templates.as_deref().unwrap_or_default())
             .collect();
-        let faces = self.faces_match(&all, thresholds.face);
+        let faces = self.faces_match(&all, &thresholds);
         let no_face: Vec<usize> = (0..all.len())
             .filter(|&i| !faces[i] && !all[i].is_empty())
             .collect();
-        let fingers = on_every_core(&no_face, |&i| {
-            self.fingers_match(all[i], thresholds.fingerprint)
-        });
+        let fingers = on_every_core(&no_face, |&i| self.fingers_match(all[i], &thresholds));
         let mut found: Vec<Option<Modality>> = faces
             .into_iter()
             .map(|face| face.then_some(Modality::Face))
@@ -188,15 +214,17 @@ impl DedupIndex {
     }
 
     /// For each enrollment, whether one of its faces matches an enrolled face of its model
-    /// at or above `threshold`: each model's faces of the whole batch in one pass.
-    fn faces_match(&self, batch: &[&[Template]], threshold: f32) -> Vec<bool> {
+    /// at or above its search's threshold: each model's faces of the whole batch in one pass.
+    fn faces_match(&self, batch: &[&[Template]], thresholds: &DedupThresholds) -> Vec<bool> {
         let mut by_model: HashMap<ModelId, Vec<(usize, FaceTemplate)>> = HashMap::new();
+        let mut faces_of = vec![0usize; batch.len()];
         for (i, templates) in batch.iter().enumerate() {
             let faces = templates
                 .iter()
                 .filter(|t| t.format == TemplateFormat::FaceEmbeddingF32)
                 .filter_map(|t| face(t).ok());
             for probe in faces {
+                faces_of[i] += 1;
                 by_model
                     .entry(probe.model().clone())
                     .or_default()
@@ -209,22 +237,32 @@ impl DedupIndex {
             let Some(gallery) = galleries.get(model) else {
                 continue;
             };
+            // An enrollment's threshold follows its own comparisons (its faces times the
+            // gallery): the batch is searched at the lowest, and each best match is held to
+            // its enrollment's threshold.
+            let threshold_of = |i: usize| thresholds.face_for(faces_of[i] * gallery.len());
+            let lowest = probes
+                .iter()
+                .map(|(i, _)| threshold_of(*i))
+                .fold(f32::INFINITY, f32::min);
             let refs: Vec<&FaceTemplate> = probes.iter().map(|(_, probe)| probe).collect();
-            let Ok(found) = gallery.search_many(&refs, threshold) else {
+            let Ok(found) = gallery.search_many(&refs, lowest) else {
                 continue;
             };
             for ((i, _), found) in probes.iter().zip(found) {
-                matched[*i] |= found.is_some();
+                matched[*i] |= found.is_some_and(|m| m.score >= threshold_of(*i));
             }
         }
         matched
     }
 
     /// Whether one of the finger views among `templates` matches an enrolled one at a
-    /// position they may share, at or above `threshold`.
-    fn fingers_match(&self, templates: &[Template], threshold: f32) -> bool {
+    /// position they may share, at or above the threshold of a search of that many views
+    /// against the whole gallery.
+    fn fingers_match(&self, templates: &[Template], thresholds: &DedupThresholds) -> bool {
         let gallery = self.fingers.read().expect("finger index lock poisoned");
         let probe = fingerprint_views(gallery.matcher(), templates);
+        let threshold = thresholds.fingerprint_for(probe.len() * gallery.len());
         !probe.is_empty() && gallery.search(&probe, threshold, true).is_some()
     }
 

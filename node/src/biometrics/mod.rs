@@ -19,6 +19,7 @@ use quorumid_biometrics::extract::{
 use quorumid_biometrics::face::{Embedding, FaceTemplate, ModelId};
 use quorumid_biometrics::finger_gallery::same_finger;
 use quorumid_biometrics::fingerprint::FingerRecord;
+use quorumid_biometrics::identification::ImpostorTail;
 use quorumid_biometrics::mcc::{Matcher, MccTemplate};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -43,6 +44,16 @@ pub struct BiometricsConfig {
     /// MCC score of one finger above which an enrolling finger is taken for an enrolled one
     /// (1:N de-dup). Default: FMR 1e-4 over the four FVC2002 B databases' impostor pairs.
     pub dedup_fingerprint: f32,
+    /// The share of newcomers (people not enrolled yet) the 1:N de-dup may take for somebody
+    /// enrolled, half of it for faces, half for fingerprints. `dedup_face` and
+    /// `dedup_fingerprint` are floors: as the gallery grows, each modality's threshold rises
+    /// along its impostor tail so that a search of N templates keeps its half. Default 1 %.
+    pub dedup_fpir: f64,
+    /// The upper tail of face impostor scores (`quorumid-node calibrate` fits it). Default:
+    /// SFace on ORL.
+    pub face_impostor_tail: ImpostorTail,
+    /// The upper tail of one-finger impostor scores. Default: MCC on FVC2002 B, pooled.
+    pub fingerprint_impostor_tail: ImpostorTail,
     /// A directory with the YuNet and SFace ONNX files (`node/biometrics/models/fetch.sh`),
     /// for FACE_IMAGE templates; or `QUORUMID_FACE_MODELS`. Without it, the node takes
     /// embeddings only.
@@ -57,8 +68,45 @@ impl Default for BiometricsConfig {
             fingerprint: 0.035,
             dedup_face: 0.438,
             dedup_fingerprint: quorumid_biometrics::finger_gallery::DEDUP_THRESHOLD,
+            dedup_fpir: 0.01,
+            face_impostor_tail: ImpostorTail {
+                from: 0.2971,
+                fraction: 0.02,
+                scale: 0.03364,
+                shape: 0.0,
+            },
+            fingerprint_impostor_tail: quorumid_biometrics::finger_gallery::IMPOSTOR_TAIL,
             face_models: None,
         }
+    }
+}
+
+impl BiometricsConfig {
+    /// The 1:N de-dup rules of this configuration.
+    pub fn dedup_thresholds(&self) -> DedupThresholds {
+        DedupThresholds {
+            face: self.dedup_face,
+            fingerprint: self.dedup_fingerprint,
+            face_tail: self.face_impostor_tail,
+            fingerprint_tail: self.fingerprint_impostor_tail,
+            fpir: self.dedup_fpir,
+        }
+    }
+
+    /// Refuses thresholds and tails that could not come from a calibration.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.dedup_fpir > 0.0 && self.dedup_fpir < 1.0) {
+            return Err(format!(
+                "biometrics.dedup_fpir must be in (0, 1), got {}",
+                self.dedup_fpir
+            ));
+        }
+        self.face_impostor_tail
+            .check()
+            .map_err(|e| format!("biometrics.face_impostor_tail: {e}"))?;
+        self.fingerprint_impostor_tail
+            .check()
+            .map_err(|e| format!("biometrics.fingerprint_impostor_tail: {e}"))
     }
 }
 
@@ -168,10 +216,7 @@ impl Biometrics {
     }
 
     fn dedup_thresholds(&self) -> DedupThresholds {
-        DedupThresholds {
-            face: self.thresholds.dedup_face,
-            fingerprint: self.thresholds.dedup_fingerprint,
-        }
+        self.thresholds.dedup_thresholds()
     }
 
     /// [`duplicate`](Self::duplicate) against the node's own index for each enrollment of
@@ -354,5 +399,70 @@ mod tests {
             b.matches(&face_template("arcface", &[1.0, 0.1, 0.0]), &enrolled),
             Err(ProbeError::NoTemplate(_))
         ));
+    }
+
+    #[test]
+    fn the_dedup_threshold_rises_with_the_gallery() {
+        let rules = BiometricsConfig::default().dedup_thresholds();
+        assert_eq!(rules.face_for(1), rules.face);
+        assert_eq!(rules.fingerprint_for(1), rules.fingerprint);
+        let mut last = rules.face;
+        for n in [10_000, 100_000, 1_000_000] {
+            assert!(rules.face_for(n) > last, "{n}");
+            last = rules.face_for(n);
+        }
+        assert!(rules.fingerprint_for(100_000) > rules.fingerprint);
+        let bad = BiometricsConfig {
+            dedup_fpir: 1.5,
+            ..BiometricsConfig::default()
+        };
+        assert!(bad.check().unwrap_err().contains("dedup_fpir"));
+        assert!(BiometricsConfig::default().check().is_ok());
+    }
+
+    /// A face scoring 0.5 against an enrolled one (above the floor, 0.438) refuses an
+    /// enrollment while the gallery is small; among 50,000 other faces the threshold has risen
+    /// past it (to hold the share of newcomers refused), and the same face is let through.
+    #[test]
+    fn a_near_face_refused_in_a_small_gallery_passes_in_a_large_one() {
+        use quorumid_biometrics::synthetic::Rng;
+        let dim = 128;
+        let mut rng = Rng::new(11);
+        let unit = |rng: &mut Rng| -> Vec<f32> {
+            rng.unit_vector(dim).into_iter().map(|v| v as f32).collect()
+        };
+        let probe = unit(&mut rng);
+        // `near` = 0.5 probe + sqrt(0.75) q, with q a unit vector orthogonal to the probe.
+        let other = unit(&mut rng);
+        let along: f32 = other.iter().zip(&probe).map(|(o, p)| o * p).sum();
+        let q: Vec<f32> = other
+            .iter()
+            .zip(&probe)
+            .map(|(o, p)| o - along * p)
+            .collect();
+        let norm = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let near: Vec<f32> = probe
+            .iter()
+            .zip(&q)
+            .map(|(p, q)| 0.5 * p + 0.75f32.sqrt() * q / norm)
+            .collect();
+        let index = Arc::new(DedupIndex::default());
+        let b = Biometrics::new(BiometricsConfig::default(), index.clone()).unwrap();
+        let id = |n: u64| {
+            let mut bits = [0u8; 10];
+            bits[..8].copy_from_slice(&n.to_be_bytes());
+            crate::registry::IdentityId::from_random(bits)
+        };
+        index.insert(&id(0), &[face_template("sface", &near)]);
+        let enrolling = vec![Some(vec![face_template("sface", &probe)])];
+        assert_eq!(b.duplicates(&enrolling), vec![Some(Modality::Face)]);
+        for n in 1..50_000 {
+            index.insert(&id(n), &[face_template("sface", &unit(&mut rng))]);
+        }
+        assert!(b.thresholds.dedup_thresholds().face_for(index.faces()) > 0.55);
+        assert_eq!(b.duplicates(&enrolling), vec![None]);
+        // A re-enrolment of the same face still scores far above it.
+        let again = vec![Some(vec![face_template("sface", &near)])];
+        assert_eq!(b.duplicates(&again), vec![Some(Modality::Face)]);
     }
 }
