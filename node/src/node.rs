@@ -253,6 +253,7 @@ impl Node {
                     raft: raft.clone(),
                     freshness: ctx.freshness.clone(),
                     store,
+                    biometrics: ctx.biometrics.clone(),
                 };
                 (
                     Some(listener.local_addr()?),

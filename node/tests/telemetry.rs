@@ -454,6 +454,13 @@ async fn metrics_endpoint_serves_every_family_without_personal_data() {
             >= 1.0
     );
     assert!(value("quorumid_enroll_dedup_duration_seconds_count") >= 2.0);
+    // One face enrolled: a one-face search makes one comparison, at the floor (0.438).
+    assert_eq!(value("quorumid_dedup_gallery_size{modality=\"face\"}"), 1.0);
+    assert!((value("quorumid_dedup_threshold{modality=\"face\"}") - 0.438).abs() < 1e-6);
+    assert_eq!(
+        value("quorumid_dedup_gallery_size{modality=\"fingerprint\"}"),
+        0.0
+    );
     assert!(
         value("quorumid_biometric_matches_total{check=\"dedup_face\",decision=\"no_match\"}")
             >= 2.0

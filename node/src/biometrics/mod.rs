@@ -215,7 +215,7 @@ impl Biometrics {
         index.find_match(templates, self.dedup_thresholds())
     }
 
-    fn dedup_thresholds(&self) -> DedupThresholds {
+    pub fn dedup_thresholds(&self) -> DedupThresholds {
         self.thresholds.dedup_thresholds()
     }
 

@@ -27,6 +27,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
 use super::NodeTelemetry;
+use crate::biometrics::Biometrics;
 use crate::raft::Raft;
 use crate::raft::store::{Cf, Store};
 use crate::reads::{Freshness, Level};
@@ -64,6 +65,8 @@ pub struct Metrics {
     pub rejected: Family<Labels<1>, Counter>,
     pub rocksdb_sst_size: Family<Labels<1>, Gauge>,
     pub rocksdb_memtable_size: Family<Labels<1>, Gauge>,
+    pub dedup_threshold: Family<Labels<1>, Gauge<f64, AtomicU64>>,
+    pub dedup_gallery_size: Family<Labels<1>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -94,6 +97,8 @@ impl Metrics {
             rejected: Family::default(),
             rocksdb_sst_size: Family::default(),
             rocksdb_memtable_size: Family::default(),
+            dedup_threshold: Family::default(),
+            dedup_gallery_size: Family::default(),
         };
         let r = &mut registry;
         r.register("raft_term", "Current Raft term", m.raft_term.clone());
@@ -185,6 +190,16 @@ impl Metrics {
             Unit::Bytes,
             m.rocksdb_memtable_size.clone(),
         );
+        r.register(
+            "dedup_threshold",
+            "The 1:N de-dup threshold a search with one template of the modality takes now: its floor, raised with the gallery to hold biometrics.dedup_fpir",
+            m.dedup_threshold.clone(),
+        );
+        r.register(
+            "dedup_gallery_size",
+            "Templates in the de-dup index, by modality (faces; finger views)",
+            m.dedup_gallery_size.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -214,7 +229,30 @@ impl Metrics {
     }
 
     /// Reads the gauges that mirror state.
-    pub fn refresh(&self, raft: &Raft, freshness: &Freshness, store: &Store) {
+    pub fn refresh(
+        &self,
+        raft: &Raft,
+        freshness: &Freshness,
+        store: &Store,
+        biometrics: &Biometrics,
+    ) {
+        let rules = biometrics.dedup_thresholds();
+        let index = &biometrics.index;
+        for (modality, size, threshold) in [
+            ("face", index.faces(), rules.face_for(index.faces())),
+            (
+                "fingerprint",
+                index.fingers(),
+                rules.fingerprint_for(index.fingers()),
+            ),
+        ] {
+            self.dedup_gallery_size
+                .get_or_create(&[("modality", modality)])
+                .set(size as i64);
+            self.dedup_threshold
+                .get_or_create(&[("modality", modality)])
+                .set(f64::from(threshold));
+        }
         let m = raft.metrics().borrow().clone();
         self.raft_term.set(m.current_term as i64);
         self.raft_is_leader
@@ -319,12 +357,13 @@ pub struct Sources {
     pub raft: Raft,
     pub freshness: Arc<Freshness>,
     pub store: Arc<Store>,
+    pub biometrics: Arc<Biometrics>,
 }
 
 impl Sources {
     fn scrape(&self, headers: &HeaderMap) -> ([(header::HeaderName, &'static str); 1], String) {
         let metrics = &self.telemetry.metrics;
-        metrics.refresh(&self.raft, &self.freshness, &self.store);
+        metrics.refresh(&self.raft, &self.freshness, &self.store, &self.biometrics);
         let openmetrics = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
