@@ -11,7 +11,9 @@
 //! configured share of newcomers refused (`dedup_fpir`, half of it to each modality), from
 //! the modality's fitted impostor tail (`quorumid_biometrics::identification`), and never
 //! under the configured floor. The price: a duplicate must score higher to be caught in a
-//! large gallery (BENCHMARKS.md gives the rates).
+//! large gallery (BENCHMARKS.md gives the rates). An enrollment checked against its batch's
+//! earlier ones (a small index of their own) takes the threshold of the node's index and
+//! those together, so batching never changes which pair is a duplicate.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -43,6 +45,10 @@ pub struct DedupThresholds {
     pub face_tail: ImpostorTail,
     pub fingerprint_tail: ImpostorTail,
     pub fpir: f64,
+    /// Faces and finger views the same enrollment is searched against in another index,
+    /// which count towards its comparisons: the node's index, when an enrollment is checked
+    /// against its batch's earlier ones, so that both checks take the same threshold.
+    pub elsewhere: (usize, usize),
 }
 
 impl DedupThresholds {
@@ -240,7 +246,8 @@ impl DedupIndex {
             // An enrollment's threshold follows its own comparisons (its faces times the
             // gallery): the batch is searched at the lowest, and each best match is held to
             // its enrollment's threshold.
-            let threshold_of = |i: usize| thresholds.face_for(faces_of[i] * gallery.len());
+            let rows = gallery.len() + thresholds.elsewhere.0;
+            let threshold_of = |i: usize| thresholds.face_for(faces_of[i] * rows);
             let lowest = probes
                 .iter()
                 .map(|(i, _)| threshold_of(*i))
@@ -262,7 +269,8 @@ impl DedupIndex {
     fn fingers_match(&self, templates: &[Template], thresholds: &DedupThresholds) -> bool {
         let gallery = self.fingers.read().expect("finger index lock poisoned");
         let probe = fingerprint_views(gallery.matcher(), templates);
-        let threshold = thresholds.fingerprint_for(probe.len() * gallery.len());
+        let rows = gallery.len() + thresholds.elsewhere.1;
+        let threshold = thresholds.fingerprint_for(probe.len() * rows);
         !probe.is_empty() && gallery.search(&probe, threshold, true).is_some()
     }
 

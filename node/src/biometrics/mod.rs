@@ -90,6 +90,7 @@ impl BiometricsConfig {
             face_tail: self.face_impostor_tail,
             fingerprint_tail: self.fingerprint_impostor_tail,
             fpir: self.dedup_fpir,
+            elsewhere: (0, 0),
         }
     }
 
@@ -210,9 +211,14 @@ impl Biometrics {
     }
 
     /// 1:N de-dup: does an enrolling face or finger match one enrolled in `index` (the
-    /// leader's check against a batch's earlier enrollments)? Says which rule matched.
+    /// leader's check against a batch's earlier enrollments)? Says which rule matched. The
+    /// threshold is that of a search of the node's index and `index` together.
     pub fn duplicate(&self, templates: &[Template], index: &DedupIndex) -> Option<Modality> {
-        index.find_match(templates, self.dedup_thresholds())
+        let thresholds = DedupThresholds {
+            elsewhere: (self.index.faces(), self.index.fingers()),
+            ..self.dedup_thresholds()
+        };
+        index.find_match(templates, thresholds)
     }
 
     pub fn dedup_thresholds(&self) -> DedupThresholds {
@@ -464,5 +470,17 @@ mod tests {
         // A re-enrolment of the same face still scores far above it.
         let again = vec![Some(vec![face_template("sface", &near)])];
         assert_eq!(b.duplicates(&again), vec![Some(Modality::Face)]);
+        // Checked against a batch's earlier enrollment, the near face takes the same
+        // threshold: the node's 50,000 faces count towards its comparisons.
+        let earlier = DedupIndex::default();
+        earlier.insert(&id(0), &[face_template("sface", &near)]);
+        assert_eq!(
+            b.duplicate(&[face_template("sface", &probe)], &earlier),
+            None
+        );
+        assert_eq!(
+            b.duplicate(&[face_template("sface", &near)], &earlier),
+            Some(Modality::Face)
+        );
     }
 }
