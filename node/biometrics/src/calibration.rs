@@ -121,6 +121,17 @@ pub fn calibrate<L: PartialEq>(
     centring: Centring,
     fmr_targets: &[f64],
 ) -> Result<Calibration, CalibrationError> {
+    calibrate_scored(model, samples, centring, fmr_targets).map(|(calibration, _)| calibration)
+}
+
+/// [`calibrate`], with the genuine and impostor scores it summarised (for questions the
+/// summary does not answer, such as the FNMR at a threshold of the caller's).
+pub fn calibrate_scored<L: PartialEq>(
+    model: &ModelId,
+    samples: &[(L, Vec<f32>)],
+    centring: Centring,
+    fmr_targets: &[f64],
+) -> Result<(Calibration, ScoreSets), CalibrationError> {
     let mut embeddings = Vec::with_capacity(samples.len());
     for (index, (_, values)) in samples.iter().enumerate() {
         let e = Embedding::new(model.clone(), values.clone())
@@ -159,7 +170,7 @@ pub fn calibrate<L: PartialEq>(
         .iter()
         .map(|&t| sets.at_fmr(t))
         .collect::<Result<_, _>>()?;
-    Ok(Calibration {
+    let calibration = Calibration {
         model: model.clone(),
         centre,
         genuine: Distribution::of(&genuine),
@@ -167,7 +178,8 @@ pub fn calibrate<L: PartialEq>(
         rates,
         thresholds,
         impostor_tail: ImpostorTail::fit(&impostor, TAIL_FRACTION).ok(),
-    })
+    };
+    Ok((calibration, sets))
 }
 
 type Scores = (Vec<f64>, Vec<f64>);

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use quorumid_biometrics::calibration::{Calibration, Centring, calibrate, pair_scores};
+use quorumid_biometrics::calibration::{Calibration, Centring, calibrate, calibrate_scored};
 use quorumid_biometrics::eval::ScoreSets;
-use quorumid_biometrics::face::{Embedding, ModelId};
+use quorumid_biometrics::face::ModelId;
 
 use super::BiometricsConfig;
 
@@ -74,16 +74,18 @@ pub fn read_labelled(path: &Path) -> anyhow::Result<Samples> {
     Ok(samples)
 }
 
-/// Calibrates on `samples`: the thresholds and the full calibration they came from.
+/// Calibrates on `samples`: the thresholds, the full calibration they came from, and the
+/// pair scores behind it.
 pub fn thresholds(
     model: &str,
     samples: &Samples,
     fmr: f64,
     dedup_fmr: f64,
-) -> anyhow::Result<(BiometricsConfig, Calibration)> {
+) -> anyhow::Result<(BiometricsConfig, Calibration, ScoreSets)> {
     let model = ModelId::new(model, samples[0].1.len())?;
     // The node compares embeddings as they come (it does not centre them), so calibrate the same way.
-    let calibration = calibrate(&model, samples, Centring::None, &[fmr, dedup_fmr])?;
+    let (calibration, scores) =
+        calibrate_scored(&model, samples, Centring::None, &[fmr, dedup_fmr])?;
     let defaults = BiometricsConfig::default();
     let thresholds = BiometricsConfig {
         face: calibration.thresholds[0].threshold as f32,
@@ -93,12 +95,13 @@ pub fn thresholds(
             .unwrap_or(defaults.face_impostor_tail),
         ..defaults
     };
-    Ok((thresholds, calibration))
+    Ok((thresholds, calibration, scores))
 }
 
 pub fn run(options: CalibrateOptions) -> anyhow::Result<()> {
     let samples = read_labelled(&options.labelled)?;
-    let (thresholds, c) = thresholds(&options.model, &samples, options.fmr, options.dedup_fmr)?;
+    let (thresholds, c, scores) =
+        thresholds(&options.model, &samples, options.fmr, options.dedup_fmr)?;
     let r = &c.rates;
     println!(
         "model {} ({} dimensions), {} embeddings",
@@ -132,13 +135,6 @@ pub fn run(options: CalibrateOptions) -> anyhow::Result<()> {
                 tail.scale,
                 tail.shape
             );
-            let model = ModelId::new(&options.model, samples[0].1.len())?;
-            let templates = samples
-                .iter()
-                .map(|(_, v)| Ok(Embedding::new(model.clone(), v.clone())?.quantise()))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let (genuine, impostor) = pair_scores(&samples, &templates)?;
-            let scores = ScoreSets::new(&genuine, &impostor)?;
             let sizes = [1_000, 100_000, 1_000_000];
             for at in tail.at_sizes(
                 thresholds.dedup_face,
@@ -194,7 +190,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces/orl-sface.jsonl");
         let samples = read_labelled(&path).unwrap();
         assert_eq!(samples.len(), 400);
-        let (t, c) = thresholds("sface-2021dec", &samples, 1e-3, 1e-4).unwrap();
+        let (t, c, _) = thresholds("sface-2021dec", &samples, 1e-3, 1e-4).unwrap();
         assert_eq!(c.genuine.count, 1_800);
         assert_eq!(c.impostor.count, 78_000);
         let defaults = BiometricsConfig::default();

@@ -237,14 +237,10 @@ impl Metrics {
         biometrics: &Biometrics,
     ) {
         let rules = biometrics.dedup_thresholds();
-        let index = &biometrics.index;
+        let (faces, fingers) = (biometrics.index.faces(), biometrics.index.fingers());
         for (modality, size, threshold) in [
-            ("face", index.faces(), rules.face_for(index.faces())),
-            (
-                "fingerprint",
-                index.fingers(),
-                rules.fingerprint_for(index.fingers()),
-            ),
+            ("face", faces, rules.face_for(faces)),
+            ("fingerprint", fingers, rules.fingerprint_for(fingers)),
         ] {
             self.dedup_gallery_size
                 .get_or_create(&[("modality", modality)])
